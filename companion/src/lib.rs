@@ -1,0 +1,1 @@
+//! avb-companion: the audit trail store, the Audit API and tenant cache invalidation.

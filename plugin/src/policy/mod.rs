@@ -1,0 +1,1 @@
+//! Pure policy engine (no proxy-wasm imports).

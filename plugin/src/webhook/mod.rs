@@ -1,0 +1,1 @@
+//! Pure Lago webhook verification (no proxy-wasm imports).

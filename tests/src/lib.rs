@@ -1,0 +1,3 @@
+//! Test support: a wasmtime proxy-wasm host that drives the real `.wasm`, and
+//! helpers that start real Envoy, Redis, PostgreSQL and the companion on free
+//! loopback ports.
