@@ -1,1 +1,4 @@
 //! avb-companion: the audit trail store, the Audit API and tenant cache invalidation.
+
+pub mod audit;
+pub mod cache;

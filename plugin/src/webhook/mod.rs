@@ -1,1 +1,4 @@
 //! Pure Lago webhook verification (no proxy-wasm imports).
+
+pub mod config;
+pub use config::{RawHmacKey, RawLagoJwt, RawWebhook};

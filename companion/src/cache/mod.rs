@@ -1,0 +1,1 @@
+//! Tenant cache invalidation in Redis (to be written)

@@ -1,0 +1,1 @@
+//! wasmtime-based proxy-wasm host (to be written)

@@ -1,0 +1,1 @@
+//! A private PostgreSQL server for one test (to be written)

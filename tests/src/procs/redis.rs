@@ -1,0 +1,1 @@
+//! Private redis-server instances and clusters for one test (to be written)
