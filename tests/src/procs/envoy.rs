@@ -1,0 +1,1 @@
+//! A real Envoy started by a test (being written).
