@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build a proxy-wasm crate for wasm32-wasip1 and copy the .wasm to OUT.
+#
+#   scripts/build-wasm.sh MANIFEST PACKAGE OUT
+#
+# Normal path: a rustup toolchain that already has the wasm32-wasip1 target
+# (`rustup target add wasm32-wasip1`) builds it with plain cargo.
+# Offline fallback (machines where rustup cannot download the target): Debian's
+# rustc-web/cargo-web with the std sources (rust-web-src) and wasi-libc compile
+# std for the target themselves (-Zbuild-std), linked by rustup's rust-lld or
+# Debian's wasm-ld. The fallback installs those packages when they are missing.
+set -euo pipefail
+
+manifest=${1:?usage: build-wasm.sh MANIFEST PACKAGE OUT}
+package=${2:?usage: build-wasm.sh MANIFEST PACKAGE OUT}
+out=${3:?usage: build-wasm.sh MANIFEST PACKAGE OUT}
+root=$(cd "$(dirname "$0")/.." && pwd)
+target_dir=${AVB_WASM_TARGET_DIR:-$root/target/wasm}
+crate=${package//-/_}
+
+say() { printf 'build-wasm: %s\n' "$*" >&2; }
+
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+    say "rustup has wasm32-wasip1: normal build"
+    cargo build --release --locked --manifest-path "$manifest" --target wasm32-wasip1 \
+        --target-dir "$target_dir/rustup" -p "$package" --lib
+    built="$target_dir/rustup/wasm32-wasip1/release/$crate.wasm"
+else
+    need=()
+    [ -x /usr/bin/rustc ] || need+=(rustc-web)
+    [ -x /usr/bin/cargo ] || need+=(cargo-web)
+    dpkg -s rust-web-src >/dev/null 2>&1 || need+=(rust-web-src)
+    dpkg -s wasi-libc >/dev/null 2>&1 || need+=(wasi-libc)
+    if [ ${#need[@]} -gt 0 ]; then
+        say "installing Debian packages for the offline wasm build: ${need[*]}"
+        if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+        "${sudo[@]}" apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >&2
+    fi
+    lld=""
+    if command -v rustc >/dev/null 2>&1; then
+        cand="$(rustc --print sysroot 2>/dev/null)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
+        [ -x "$cand" ] && lld=$cand
+    fi
+    [ -n "$lld" ] || lld=$(command -v wasm-ld-19 || command -v wasm-ld || true)
+    if [ -z "$lld" ]; then
+        say "no wasm linker: installing lld-19"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lld-19 >&2
+        lld=$(command -v wasm-ld-19)
+    fi
+    say "offline fallback: Debian $(/usr/bin/rustc --version) with -Zbuild-std, linker $lld"
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_WASM32_WASIP1_LINKER="$lld" \
+    CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi" \
+        /usr/bin/cargo build --release --manifest-path "$manifest" --target wasm32-wasip1 \
+        -Zbuild-std=std,panic_abort --target-dir "$target_dir/debian" -p "$package" --lib
+    built="$target_dir/debian/wasm32-wasip1/release/$crate.wasm"
+fi
+
+mkdir -p "$(dirname "$out")"
+cp "$built" "$out.tmp" && mv "$out.tmp" "$out"
+say "wrote $out ($(stat -c %s "$out") bytes)"
