@@ -2,3 +2,5 @@
 
 pub mod audit;
 pub mod cache;
+
+pub use audit::{append_local_event, new_event_id, AuditEvent, StoreError};
