@@ -1,6 +1,10 @@
 //! Every way `compile_webhook` refuses a `webhooks.<name>` entry, and what it
 //! accepts at the edges of each limit.
 
+// clippy.toml allows these inside #[test] functions only; this crate is all
+// test code, and its fixture helpers fail the test by panicking on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use avb_edge::webhook::{
     compile_webhook, LagoVerifier, PublicKeyError, RawHmacKey, RawLagoJwt, RawWebhook,
     SignatureAlgorithm, WebhookConfigError, MAX_BODY_BYTES_LIMIT, MAX_REPLAY_WINDOW_SECONDS,

@@ -1,6 +1,10 @@
 //! JWT (RS256) deliveries against tokens that openssl signed (see
 //! fixtures/lago/README.md), plus the `sign_lago_jwt` helper.
 
+// clippy.toml allows these inside #[test] functions only; this crate is all
+// test code, and its fixture helpers fail the test by panicking on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use avb_edge::webhook::{
     compile_webhook, sign_hmac, sign_lago_jwt, JwtSigningError, LagoVerifier, RawHmacKey,
     RawLagoJwt, RawWebhook, Rejection, SignatureAlgorithm, Verified, WebhookHeaders,
