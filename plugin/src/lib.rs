@@ -9,6 +9,8 @@
 //! - `filter` (wasm32 only): the thin proxy-wasm glue that reads the request
 //!   from the host, asks the engine, and applies the decision.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 pub mod policy;
 pub mod webhook;
 
