@@ -6,12 +6,16 @@
 //!   is unit-tested natively and shared with the `avb-policy` CLI and the
 //!   companion service.
 //! - [`webhook`]: pure Lago webhook verification (HMAC and JWT signatures).
+//! - [`audit`]: the audit-event model shared with the companion.
+//! - [`property`]: decoding of Envoy's property encoding (jwt_authn payloads).
 //! - `filter` (wasm32 only): the thin proxy-wasm glue that reads the request
 //!   from the host, asks the engine, and applies the decision.
 
+pub mod audit;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod policy;
+pub mod property;
 pub mod webhook;
 
 #[cfg(target_arch = "wasm32")]
