@@ -85,6 +85,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Stops the server now (it is also stopped on drop).
+    pub fn stop(&mut self) {
+        self.guard.stop();
+    }
+
     /// What the server logged so far.
     pub fn logs(&self) -> String {
         self.guard.logs()
@@ -191,6 +196,11 @@ impl RedisCluster {
 
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Stops node `index` (its slots become unreachable).
+    pub fn stop_node(&mut self, index: usize) {
+        self.nodes[index].stop();
     }
 
     /// The URL of the first node (any node works as a seed).
