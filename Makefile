@@ -39,9 +39,10 @@ deps: ## install system packages (redis, postgresql, wrk) when missing
 build: ## native build of the workspace (companion, CLI, test binaries)
 	cargo build --workspace --all-targets
 
-lint: ## formatting and clippy (deny warnings)
+lint: ## formatting and clippy (deny warnings), natively and for the wasm target
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/build-wasm.sh --clippy plugin/Cargo.toml avb-edge
 
 test: deps plugin probe build ## everything CI runs
 	$(MAKE) lint

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build a proxy-wasm crate for wasm32-wasip1 and copy the .wasm to OUT.
+# Build (or lint) a proxy-wasm crate for wasm32-wasip1.
 #
-#   scripts/build-wasm.sh MANIFEST PACKAGE OUT
+#   scripts/build-wasm.sh MANIFEST PACKAGE OUT     build, copy the .wasm to OUT
+#   scripts/build-wasm.sh --clippy MANIFEST PACKAGE   clippy -D warnings for the wasm target
 #
 # Normal path: a rustup toolchain that already has the wasm32-wasip1 target
 # (`rustup target add wasm32-wasip1`) builds it with plain cargo.
@@ -11,19 +12,29 @@
 # Debian's wasm-ld. The fallback installs those packages when they are missing.
 set -euo pipefail
 
-manifest=${1:?usage: build-wasm.sh MANIFEST PACKAGE OUT}
-package=${2:?usage: build-wasm.sh MANIFEST PACKAGE OUT}
-out=${3:?usage: build-wasm.sh MANIFEST PACKAGE OUT}
+mode=build
+if [ "${1:-}" = "--clippy" ]; then mode=clippy; shift; fi
+usage="usage: build-wasm.sh [--clippy] MANIFEST PACKAGE [OUT]"
+manifest=${1:?$usage}
+package=${2:?$usage}
+out=${3:-}
+[ "$mode" = clippy ] || [ -n "$out" ] || { echo "$usage" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${AVB_WASM_TARGET_DIR:-$root/target/wasm}
 crate=${package//-/_}
 
 say() { printf 'build-wasm: %s\n' "$*" >&2; }
 
+if [ "$mode" = clippy ]; then
+    sub=(clippy); lint=(-- -D warnings)
+else
+    sub=(build); lint=()
+fi
+
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-    say "rustup has wasm32-wasip1: normal build"
-    cargo build --release --locked --manifest-path "$manifest" --target wasm32-wasip1 \
-        --target-dir "$target_dir/rustup" -p "$package" --lib
+    say "rustup has wasm32-wasip1: normal $mode"
+    cargo "${sub[@]}" --release --manifest-path "$manifest" --target wasm32-wasip1 \
+        --target-dir "$target_dir/rustup" -p "$package" --lib "${lint[@]}"
     built="$target_dir/rustup/wasm32-wasip1/release/$crate.wasm"
 else
     need=()
@@ -31,8 +42,9 @@ else
     [ -x /usr/bin/cargo ] || need+=(cargo-web)
     dpkg -s rust-web-src >/dev/null 2>&1 || need+=(rust-web-src)
     dpkg -s wasi-libc >/dev/null 2>&1 || need+=(wasi-libc)
+    if [ "$mode" = clippy ]; then [ -x /usr/bin/clippy-driver ] || need+=(rust-web-clippy); fi
     if [ ${#need[@]} -gt 0 ]; then
-        say "installing Debian packages for the offline wasm build: ${need[*]}"
+        say "installing Debian packages for the offline wasm toolchain: ${need[*]}"
         if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
         "${sudo[@]}" apt-get update -qq >&2
         DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >&2
@@ -48,15 +60,17 @@ else
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lld-19 >&2
         lld=$(command -v wasm-ld-19)
     fi
-    say "offline fallback: Debian $(/usr/bin/rustc --version) with -Zbuild-std, linker $lld"
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+    say "offline fallback ($mode): Debian $(/usr/bin/rustc --version) with -Zbuild-std, linker $lld"
+    # /usr/bin first so cargo-clippy finds Debian's cargo and clippy-driver, not rustup's.
+    PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_WASM32_WASIP1_LINKER="$lld" \
     CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi" \
-        /usr/bin/cargo build --release --manifest-path "$manifest" --target wasm32-wasip1 \
-        -Zbuild-std=std,panic_abort --target-dir "$target_dir/debian" -p "$package" --lib
+        /usr/bin/cargo "${sub[@]}" --release --manifest-path "$manifest" --target wasm32-wasip1 \
+        -Zbuild-std=std,panic_abort --target-dir "$target_dir/debian" -p "$package" --lib "${lint[@]}"
     built="$target_dir/debian/wasm32-wasip1/release/$crate.wasm"
 fi
 
+[ "$mode" = clippy ] && exit 0
 mkdir -p "$(dirname "$out")"
 cp "$built" "$out.tmp" && mv "$out.tmp" "$out"
 say "wrote $out ($(stat -c %s "$out") bytes)"
