@@ -3,6 +3,9 @@
 //! behaviour from the `x-probe` request header and reports through headers
 //! it adds (`x-result`), local replies, logs and metrics.
 
+// Test helpers outside #[test] functions fail loudly too.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use avb_tests::host::{probe_wasm_path, Action, Host, HostBuilder, HttpRequest, LogLevel};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

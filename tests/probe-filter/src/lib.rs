@@ -43,7 +43,10 @@ fn define(kind: MetricType, name: &str) -> u32 {
     match hostcalls::define_metric(kind, name) {
         Ok(id) => id,
         Err(status) => {
-            log(LogLevel::Error, &format!("define_metric {name}: {status:?}"));
+            log(
+                LogLevel::Error,
+                &format!("define_metric {name}: {status:?}"),
+            );
             0
         }
     }
@@ -68,12 +71,18 @@ impl RootContext for ProbeRoot {
             Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
             Ok(None) => String::new(),
             Err(status) => {
-                log(LogLevel::Error, &format!("plugin configuration: {status:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("plugin configuration: {status:?}"),
+                );
                 return false;
             }
         };
         if config.contains("reject") {
-            log(LogLevel::Error, &format!("configuration rejected: {config}"));
+            log(
+                LogLevel::Error,
+                &format!("configuration rejected: {config}"),
+            );
             return false;
         }
         for line in config.lines() {
@@ -102,14 +111,20 @@ impl RootContext for ProbeRoot {
         self.queue = match hostcalls::register_shared_queue(QUEUE_NAME) {
             Ok(id) => id,
             Err(status) => {
-                log(LogLevel::Error, &format!("register_shared_queue: {status:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("register_shared_queue: {status:?}"),
+                );
                 return false;
             }
         };
         let greeting = std::env::var("PROBE_GREETING").unwrap_or_else(|_| "<unset>".to_owned());
         log(
             LogLevel::Info,
-            &format!("configured config={config} queue={} greeting={greeting}", self.queue),
+            &format!(
+                "configured config={config} queue={} greeting={greeting}",
+                self.queue
+            ),
         );
         true
     }
@@ -174,7 +189,11 @@ fn set_result(value: &str) {
 }
 
 fn deny(status: u32, body: &str) {
-    if let Err(e) = hostcalls::send_http_response(status, vec![("x-denied-by", "probe")], Some(body.as_bytes())) {
+    if let Err(e) = hostcalls::send_http_response(
+        status,
+        vec![("x-denied-by", "probe")],
+        Some(body.as_bytes()),
+    ) {
         log(LogLevel::Error, &format!("send_http_response: {e:?}"));
     }
 }
@@ -190,10 +209,17 @@ impl ProbeRequest {
                 let all = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
                 let dupes = all.iter().filter(|(name, _)| name == "x-dupe").count();
                 let first = header("x-dupe").unwrap_or_default();
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-replace", Some("replaced"));
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "x-replace",
+                    Some("replaced"),
+                );
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-remove");
                 let size = all.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-                set_result(&format!("dupes={dupes} first={first} count={} size={size}", all.len()));
+                set_result(&format!(
+                    "dupes={dupes} first={first} count={} size={size}",
+                    all.len()
+                ));
                 Action::Continue
             }
             "set-map" => {
@@ -216,7 +242,9 @@ impl ProbeRequest {
             }
             "set-property" => {
                 let _ = hostcalls::set_property(vec!["probe", "mark"], Some(b"marked"));
-                let value = hostcalls::get_property(vec!["probe", "mark"]).ok().flatten();
+                let value = hostcalls::get_property(vec!["probe", "mark"])
+                    .ok()
+                    .flatten();
                 set_result(&String::from_utf8_lossy(&value.unwrap_or_default()));
                 Action::Continue
             }
@@ -246,10 +274,12 @@ impl ProbeRequest {
             "enqueue" => {
                 let value = header("x-value").unwrap_or_default();
                 let result = match hostcalls::resolve_shared_queue("", QUEUE_NAME) {
-                    Ok(Some(queue)) => match hostcalls::enqueue_shared_queue(queue, Some(value.as_bytes())) {
-                        Ok(()) => "enqueued".to_owned(),
-                        Err(status) => format!("{status:?}"),
-                    },
+                    Ok(Some(queue)) => {
+                        match hostcalls::enqueue_shared_queue(queue, Some(value.as_bytes())) {
+                            Ok(()) => "enqueued".to_owned(),
+                            Err(status) => format!("{status:?}"),
+                        }
+                    }
                     Ok(None) => "no-queue".to_owned(),
                     Err(status) => format!("{status:?}"),
                 };
@@ -335,7 +365,9 @@ impl ProbeRequest {
                 Action::Continue
             }
             "env" => {
-                set_result(&std::env::var("PROBE_GREETING").unwrap_or_else(|_| "<unset>".to_owned()));
+                set_result(
+                    &std::env::var("PROBE_GREETING").unwrap_or_else(|_| "<unset>".to_owned()),
+                );
                 Action::Continue
             }
             "random" => {
@@ -383,7 +415,9 @@ impl ProbeRequest {
                     return Action::Pause;
                 }
                 let upper = body.to_ascii_uppercase();
-                if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &upper) {
+                if let Err(status) =
+                    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &upper)
+                {
                     log(LogLevel::Error, &format!("set body: {status:?}"));
                 }
                 Action::Continue
@@ -408,7 +442,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Context for ProbeRequest {
-    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         if self.mode == "done-later" {
             log(LogLevel::Info, "flush answered: done");
             if let Err(e) = hostcalls::done() {
@@ -442,8 +482,18 @@ impl Context for ProbeRequest {
     fn on_done(&mut self) -> bool {
         if self.mode == "done-later" {
             // Like a filter flushing an audit record before it lets go.
-            let headers = vec![(":method", "POST"), (":path", "/flush"), (":authority", "companion")];
-            match hostcalls::dispatch_http_call("companion", headers, None, vec![], Duration::from_secs(1)) {
+            let headers = vec![
+                (":method", "POST"),
+                (":path", "/flush"),
+                (":authority", "companion"),
+            ];
+            match hostcalls::dispatch_http_call(
+                "companion",
+                headers,
+                None,
+                vec![],
+                Duration::from_secs(1),
+            ) {
                 Ok(_) => {
                     log(LogLevel::Info, "done deferred");
                     return false;
@@ -475,7 +525,8 @@ impl HttpContext for ProbeRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "x-probe-response", &self.mode);
+        let _ =
+            hostcalls::add_map_value(MapType::HttpResponseHeaders, "x-probe-response", &self.mode);
         Action::Continue
     }
 

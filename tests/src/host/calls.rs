@@ -43,7 +43,7 @@ pub(crate) fn proxy_http_call(
     let state = caller.data();
     // Envoy refuses a call to a cluster it does not know, and one without the
     // pseudo-headers it needs to build the request.
-    if !state.settings.clusters.iter().any(|c| *c == upstream) {
+    if !state.settings.clusters.contains(&upstream) {
         return Err(Status::BadArgument.into());
     }
     if [":method", ":path", ":authority"]
