@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::api::cache::cache_invalidated_event;
+use crate::api::guard::Caller;
+use crate::audit::{open_store, validate, AuditStore, StoreError};
+
 use super::{
     invalidate, validate_tenant_id, CacheError, InvalidateOptions, InvalidateReport, Progress,
     RedisTarget, MAX_SCAN_COUNT,
@@ -65,15 +69,39 @@ pub struct InvalidateArgs {
 }
 
 /// Runs the command; exit code 0 on success, 2 on a bad tenant id or option,
-/// 1 on any Redis (or audit) failure.
+/// 1 on any Redis or audit failure.
+///
+/// The audit store is opened before Redis is touched, so a misconfigured
+/// store stops the run while nothing is deleted yet; the `cache.invalidated`
+/// record is then written for the finished or interrupted run.
 pub async fn run(args: InvalidateArgs) -> ExitCode {
     let tenant = match validate_tenant_id(&args.tenant) {
         Ok(tenant) => tenant,
         Err(err) => return fail(&args, &err, None),
     };
+    let store = match &args.database {
+        Some(database_url) => match open_store(database_url).await {
+            Ok(store) => Some(store),
+            Err(err) => {
+                return fail_with(
+                    &args,
+                    &format!("cannot open the audit store: {err}; nothing was deleted"),
+                    Some(tenant.as_str()),
+                    EXIT_FAILURE,
+                )
+            }
+        },
+        None => {
+            eprintln!(
+                "warning: no audit store configured (--database or AVB_DATABASE_URL); \
+                 this invalidation will not be recorded"
+            );
+            None
+        }
+    };
     let target = match RedisTarget::connect(&args.redis).await {
         Ok(target) => target,
-        Err(err) => return fail(&args, &err, None),
+        Err(err) => return fail(&args, &err, Some(tenant.as_str())),
     };
     let options = InvalidateOptions {
         dry_run: args.dry_run,
@@ -82,20 +110,70 @@ pub async fn run(args: InvalidateArgs) -> ExitCode {
     let bar = (!args.json && std::io::stderr().is_terminal()).then(ProgressBar::default);
     let on_progress = |progress: Progress| {
         if let Some(bar) = &bar {
-            bar.draw(progress, false);
+            bar.draw(progress);
         }
     };
     let outcome = invalidate(&target, &tenant, &options, &on_progress).await;
     if let Some(bar) = &bar {
         bar.finish();
     }
-    match outcome {
-        Ok(report) => {
+    let recorded = match &store {
+        Some(store) => {
+            record(
+                store.as_ref(),
+                tenant.as_str(),
+                outcome.as_ref(),
+                args.dry_run,
+            )
+            .await
+        }
+        None => Ok(()),
+    };
+    match (outcome, recorded) {
+        (Ok(report), Ok(())) => {
             print_report(&args, &report);
             ExitCode::SUCCESS
         }
-        Err(err) => fail(&args, &err, Some(tenant.as_str())),
+        (Ok(report), Err(err)) => {
+            print_report(&args, &report);
+            eprintln!(
+                "error: the cache was cleared but its audit record could not be written: {err}"
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+        (Err(err), recorded) => {
+            if let Err(record_err) = recorded {
+                eprintln!("error: the audit record could not be written either: {record_err}");
+            }
+            fail(&args, &err, Some(tenant.as_str()))
+        }
     }
+}
+
+/// Writes the `cache.invalidated` record, in the same shape as the API's, with
+/// the operating-system user as the subject.
+async fn record(
+    store: &dyn AuditStore,
+    tenant: &str,
+    outcome: Result<&InvalidateReport, &CacheError>,
+    dry_run: bool,
+) -> Result<(), StoreError> {
+    let caller = Caller {
+        subject: Some(operator_name()),
+        ..Caller::default()
+    };
+    let mut event = cache_invalidated_event(tenant, outcome, dry_run, &caller);
+    event.details.insert("via".to_owned(), json!("cli"));
+    store.ingest(vec![validate(event)?]).await?;
+    Ok(())
+}
+
+/// Who ran the command: `$USER`, else "cli".
+fn operator_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "cli".to_owned())
 }
 
 fn print_report(args: &InvalidateArgs, report: &InvalidateReport) {
@@ -121,31 +199,51 @@ fn summary_line(report: &InvalidateReport) -> String {
     }
 }
 
-/// Prints the error (stderr; and one JSON object on stdout with `--json`) and
-/// picks the exit code.
+/// Prints `err` and picks the exit code: 2 for usage errors, else 1.
 fn fail(args: &InvalidateArgs, err: &CacheError, tenant: Option<&str>) -> ExitCode {
-    eprintln!("error: {err}");
+    let counts = match err {
+        CacheError::Interrupted {
+            scanned,
+            matched,
+            deleted,
+            ..
+        }
+        | CacheError::TopologyChanged {
+            scanned,
+            matched,
+            deleted,
+            ..
+        } => Some((*scanned, *matched, *deleted)),
+        _ => None,
+    };
+    let code = if err.is_usage_error() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    };
+    report_failure(args, &err.to_string(), tenant, counts, code)
+}
+
+fn fail_with(args: &InvalidateArgs, message: &str, tenant: Option<&str>, code: u8) -> ExitCode {
+    report_failure(args, message, tenant, None, code)
+}
+
+/// The message on stderr; with `--json` also one JSON object on stdout that
+/// carries the counts reached so far, if any.
+fn report_failure(
+    args: &InvalidateArgs,
+    message: &str,
+    tenant: Option<&str>,
+    counts: Option<(u64, u64, u64)>,
+    code: u8,
+) -> ExitCode {
+    eprintln!("error: {message}");
     if args.json {
         let mut object = json!({
-            "error": err.to_string(),
+            "error": message,
             "tenant": tenant,
             "dry_run": args.dry_run,
         });
-        let counts = match err {
-            CacheError::Interrupted {
-                scanned,
-                matched,
-                deleted,
-                ..
-            }
-            | CacheError::TopologyChanged {
-                scanned,
-                matched,
-                deleted,
-                ..
-            } => Some((scanned, matched, deleted)),
-            _ => None,
-        };
         if let (Some((scanned, matched, deleted)), Some(fields)) = (counts, object.as_object_mut())
         {
             fields.insert("scanned".to_owned(), json!(scanned));
@@ -154,11 +252,7 @@ fn fail(args: &InvalidateArgs, err: &CacheError, tenant: Option<&str>) -> ExitCo
         }
         println!("{object}");
     }
-    ExitCode::from(if err.is_usage_error() {
-        EXIT_USAGE
-    } else {
-        EXIT_FAILURE
-    })
+    ExitCode::from(code)
 }
 
 /// A one-line progress bar on stderr: keys visited against the database size.
@@ -172,11 +266,11 @@ impl ProgressBar {
     const WIDTH: usize = 30;
     const INTERVAL: Duration = Duration::from_millis(100);
 
-    fn draw(&self, progress: Progress, force: bool) {
+    fn draw(&self, progress: Progress) {
         let Ok(mut last_draw) = self.last_draw.lock() else {
             return;
         };
-        if !force && last_draw.is_some_and(|at| at.elapsed() < Self::INTERVAL) {
+        if last_draw.is_some_and(|at| at.elapsed() < Self::INTERVAL) {
             return;
         }
         *last_draw = Some(Instant::now());
