@@ -6,6 +6,7 @@
 //! is dropped. When a test panics while a guard is alive, the tail of that
 //! log is printed, so a failing end-to-end test shows what the server said.
 
+pub mod companion;
 pub mod envoy;
 pub mod postgres;
 pub mod redis;
