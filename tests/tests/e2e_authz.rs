@@ -662,9 +662,9 @@ fn decisions_are_counted_in_envoy_stats() {
     }
 }
 
-/// Envoy must never serve with a half-understood policy: each broken policy
-/// either stops Envoy from starting or leaves the listener refusing traffic,
-/// and the upstream sees nothing.
+/// Envoy must never serve with a half-understood policy: with the filter
+/// failing closed in a static config, each broken policy stops Envoy from
+/// starting, and the filter's one log line names the problem.
 #[test]
 fn envoy_refuses_a_broken_policy() {
     let shipped: Value =
@@ -682,34 +682,76 @@ fn envoy_refuses_a_broken_policy() {
     let mut unknown_key_env = shipped.clone();
     unknown_key_env["identity"]["issuers"][0]["jwks"]["keys"][0]["k_env"] = json!("NO_SUCH_VAR");
 
-    for (name, policy) in [
-        ("unknown field", unknown_field.to_string()),
-        ("duplicate rule", duplicate_rule.to_string()),
-        ("role_inherits cycle", inheritance_cycle.to_string()),
-        ("missing key env var", unknown_key_env.to_string()),
-        ("not JSON", "{\"mode\": \"enforce\",".to_owned()),
+    for (name, policy, named_in_log) in [
+        ("unknown field", unknown_field.to_string(), "any_of_roles"),
+        (
+            "duplicate rule",
+            duplicate_rule.to_string(),
+            "audit.logs.list",
+        ),
+        (
+            "role_inherits cycle",
+            inheritance_cycle.to_string(),
+            "cycle",
+        ),
+        (
+            "missing key env var",
+            unknown_key_env.to_string(),
+            "NO_SUCH_VAR",
+        ),
+        (
+            "not JSON",
+            "{\"mode\": \"enforce\",".to_owned(),
+            "policy refused",
+        ),
     ] {
         let echo = EchoServer::start().expect("echo");
         let config = EnvoyConfig::new(wasm_path().expect("wasm built"), policy, echo.port());
-        match config.start() {
-            Err(err) => {
-                let message = format!("{err:#}");
-                assert!(
-                    message.contains("avb_edge") || message.contains("Wasm"),
-                    "{name}: envoy failed for an unrelated reason: {message}"
-                );
-            }
+        let message = match config.start() {
             Ok(envoy) => {
                 let port = envoy.listener_port().expect("listener");
-                let served = RawRequest::get("/healthz").send(port);
-                if let Ok(response) = served {
-                    assert_ne!(
-                        response.status, 200,
-                        "{name}: envoy served with a broken policy"
-                    );
-                }
-                assert!(echo.requests().is_empty(), "{name}: upstream saw traffic");
+                let answer = RawRequest::get("/healthz").send(port).map(|r| r.status);
+                panic!("{name}: envoy started with a broken policy (GET /healthz -> {answer:?})");
             }
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(
+            message.contains("policy refused") && message.contains(named_in_log),
+            "{name}: expected the filter to refuse the policy naming {named_in_log:?}:\n{message}"
+        );
+        assert!(echo.requests().is_empty(), "{name}: upstream saw traffic");
+    }
+}
+
+/// Requests Envoy's codec may already refuse; whoever answers, the answer is
+/// 400 and nothing reaches the upstream. When the filter answers, it answers
+/// with its JSON body.
+#[test]
+fn malformed_request_lines_get_400_and_never_reach_upstream() {
+    let stack = Stack::with(|config| config.with_normalisation(false));
+    let admin = token("admin-1", &["ADMIN"], "tenant-a");
+    for (method, target) in [
+        ("GET", "/api/v1/llm\\config"),
+        ("GET", "/api/v1/llm/config#frag"),
+        ("GET", "/api/v1/llm/config%00"),
+        ("GET", "/api/v1/llm/config%0A"),
+        ("get", "/api/v1/llm/config"),
+        ("GET", "api/v1/llm/config"),
+    ] {
+        let context = format!("{method} {target}");
+        let (response, upstream) = stack.send(RawRequest::new(method, target).bearer(&admin));
+        assert_eq!(response.status, 400, "{context}: {}", response.text());
+        assert!(upstream.is_empty(), "{context}: reached the upstream");
+        if response.header("x-avb-decision-id").is_some() {
+            assert_local_reply(&response, 400, "bad_request", &context);
         }
+        eprintln!(
+            "{context}: 400 from {}",
+            if response.header("x-avb-decision-id").is_some() {
+                "the filter"
+            } else {
+                "envoy"
+            }
+        );
     }
 }
