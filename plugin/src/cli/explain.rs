@@ -104,7 +104,7 @@ impl Report<'_> {
         }
         lines.push(format!("caller:          {}", self.caller.label()));
         match self.effective_roles() {
-            Some(roles) if roles.is_empty() => lines.push("effective roles: <none>".to_owned()),
+            Some([]) => lines.push("effective roles: <none>".to_owned()),
             Some(roles) => lines.push(format!("effective roles: {}", roles.join(", "))),
             None => lines.push("effective roles: <no identity>".to_owned()),
         }
