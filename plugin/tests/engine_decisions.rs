@@ -2,6 +2,9 @@
 //! and every rule of issue 2 (400 before any rule, 401, 403, dry run,
 //! tenants, unmatched handling, webhooks, jwt_authn metadata, the token cache).
 
+// A test crate: helpers outside #[test] fns may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use avb_edge::policy::identity::{sign_hs, HmacAlgorithm};
 use avb_edge::policy::{
     AuditLevel, Authorization, Decision, DecisionKind, Effect, Mode, Policy, Request, TokenCache,

@@ -1,6 +1,9 @@
 //! JWT verification against known-answer tokens signed by OpenSSL
 //! (fixtures/jwt, see its README), and every way a token must be refused.
 
+// A test crate: helpers outside #[test] fns may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use avb_edge::policy::config::RawIssuer;
 use avb_edge::policy::identity::{
     bearer_token, sign_hs, Algorithm, HmacAlgorithm, TokenError, Verifier, MAX_TOKEN_LEN,
