@@ -220,3 +220,6 @@ mod tests {
         assert_eq!(request_id(&headers), None);
     }
 }
+
+#[cfg(test)]
+mod router_tests;
