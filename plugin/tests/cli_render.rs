@@ -100,28 +100,51 @@ fn shipped_istio_manifest_is_current() {
     );
 }
 
+/// The shipped policy without its webhook rule and webhooks section.
+fn policy_without_webhooks(dir: &TempDir) -> String {
+    let mut raw: RawPolicy = serde_yaml::from_str(&read(SHIPPED)).unwrap();
+    raw.webhooks.clear();
+    raw.rules.retain(|rule| rule.webhook.is_none());
+    dir.write(
+        "no-webhooks.json",
+        &serde_json::to_string_pretty(&raw).unwrap(),
+    )
+}
+
 #[test]
 fn istio_wasm_plugin_is_fail_closed_authz_with_the_policy_and_host_env() {
+    let dir = TempDir::new("istio-plain");
+    let policy = policy_without_webhooks(&dir);
     let manifest: serde_yaml::Value =
-        serde_yaml::from_str(&render(&["render", SHIPPED, "--for", "istio"])).unwrap();
+        serde_yaml::from_str(&render(&["render", &policy, "--for", "istio"])).unwrap();
     assert_eq!(manifest["kind"], "WasmPlugin");
     assert_eq!(manifest["apiVersion"], "extensions.istio.io/v1alpha1");
     let spec = &manifest["spec"];
     assert_eq!(spec["phase"], "AUTHZ");
     assert_eq!(spec["failStrategy"], "FAIL_CLOSE");
     let embedded: RawPolicy = serde_yaml::from_value(spec["pluginConfig"].clone()).unwrap();
-    let shipped: RawPolicy = serde_yaml::from_str(&read(SHIPPED)).unwrap();
-    assert_eq!(embedded, shipped);
-    assert_eq!(spec["vmConfig"]["env"][0]["name"], "AVB_JWT_HS_KEY");
-    assert_eq!(spec["vmConfig"]["env"][0]["valueFrom"], "HOST");
+    let expected: RawPolicy =
+        serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    assert_eq!(embedded, expected);
+    let env = spec["vmConfig"]["env"].as_sequence().unwrap();
+    assert!(env
+        .iter()
+        .any(|entry| entry["name"] == "AVB_JWT_HS_KEY" && entry["valueFrom"] == "HOST"));
 }
 
 fn webhook_policy(dir: &TempDir) -> String {
-    let policy = read(SHIPPED).replace(
-        "rules:\n",
-        "webhooks:\n  lago:\n    provider: lago\n    algorithms: [hmac]\n    hmac_keys: [{id: k1, secret_env: LAGO_HMAC_KEY}]\nrules:\n  - {name: lago.webhook, methods: [POST], path: /webhooks/lago, webhook: lago}\n",
-    );
-    dir.write("webhooks.yaml", &policy)
+    let mut raw: RawPolicy = serde_yaml::from_str(&read(SHIPPED)).unwrap();
+    raw.webhooks.clear();
+    raw.rules.retain(|rule| rule.webhook.is_none());
+    let mut policy = serde_json::to_value(&raw).unwrap();
+    policy["webhooks"] = serde_json::json!({"lago": {"provider": "lago", "algorithms": ["hmac"],
+        "hmac_keys": [{"id": "k1", "secret_env": "LAGO_HMAC_KEY"}]}});
+    policy["rules"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "lago.webhook", "methods": ["POST"], "path": "/webhooks/lago", "webhook": "lago"}));
+    dir.write(
+        "webhooks.json",
+        &serde_json::to_string_pretty(&policy).unwrap(),
+    )
 }
 
 #[test]
