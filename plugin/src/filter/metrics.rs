@@ -32,6 +32,8 @@ impl Metric {
 pub struct RuleMetrics {
     pub allowed: Metric,
     pub denied: Metric,
+    pub unauthenticated: Metric,
+    pub dry_run_denied: Metric,
 }
 
 pub struct WebhookMetrics {
@@ -77,6 +79,8 @@ impl Metrics {
                 .map(|name| RuleMetrics {
                     allowed: Metric::counter(&format!("avb.rule.{name}.allowed")),
                     denied: Metric::counter(&format!("avb.rule.{name}.denied")),
+                    unauthenticated: Metric::counter(&format!("avb.rule.{name}.unauthenticated")),
+                    dry_run_denied: Metric::counter(&format!("avb.rule.{name}.dry_run_denied")),
                 })
                 .collect(),
             webhooks: webhook_names

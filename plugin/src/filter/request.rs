@@ -210,10 +210,11 @@ impl EdgeRequest {
             _ => metrics.rejected.inc(),
         }
         if let Some(rm) = rule_metrics {
-            if matches!(decision.kind, DecisionKind::Allowed) {
-                rm.allowed.inc()
-            } else {
-                rm.denied.inc()
+            match decision.kind {
+                DecisionKind::Allowed => rm.allowed.inc(),
+                DecisionKind::DryRunDenied => rm.dry_run_denied.inc(),
+                DecisionKind::Unauthenticated => rm.unauthenticated.inc(),
+                _ => rm.denied.inc(),
             }
         }
         if self.wants(deny) {
