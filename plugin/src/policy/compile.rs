@@ -3,7 +3,7 @@
 //! Raw types are destructured exhaustively, so a field added to the schema
 //! cannot be ignored here by mistake.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde_json::Value;
@@ -75,7 +75,8 @@ impl Policy {
         }
         let mut routes = RouteTable::new();
         let mut compiled_rules: Vec<Rule> = Vec::with_capacity(rules.len());
-        let mut names = HashSet::with_capacity(rules.len());
+        // BTreeSet, not HashSet: no random hash seed (host randomness) in the Wasm VM.
+        let mut names = BTreeSet::new();
         for (index, raw) in rules.iter().enumerate() {
             let (rule, template) = compile_rule(raw, identity.as_ref(), &compiled_webhooks)?;
             if !names.insert(rule.name.clone()) {

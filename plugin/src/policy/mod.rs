@@ -217,6 +217,72 @@ impl Policy {
 mod tests {
     use super::*;
 
+    fn compile(policy: serde_json::Value) -> Policy {
+        Policy::from_json(policy.to_string().as_bytes(), &|_| None).unwrap()
+    }
+
+    fn identity(source: serde_json::Value) -> serde_json::Value {
+        let mut identity = serde_json::json!({"roles_claim": "roles"});
+        for (key, value) in source.as_object().unwrap() {
+            identity[key] = value.clone();
+        }
+        identity
+    }
+
+    #[test]
+    fn identity_accessors_answer_none_for_the_other_source() {
+        let metadata = compile(serde_json::json!({
+            "identity": identity(serde_json::json!({"source": "jwt_authn_metadata", "metadata_key": "p"})),
+            "rules": []
+        }));
+        assert_eq!(metadata.jwt_authn_metadata_key(), Some("p"));
+        assert!(metadata.verifier().is_none());
+
+        let bearer = compile(serde_json::json!({
+            "identity": identity(serde_json::json!({"issuers": [{"issuer": "i", "audiences": ["a"],
+                "jwks": {"keys": [{"kty": "oct", "alg": "HS256", "k": "ztaE2Q9vzzMOFaw52fhRZjLEA3NiZGG_jFhxPeWNSuA"}]}}]})),
+            "rules": []
+        }));
+        assert!(bearer.verifier().is_some());
+        assert_eq!(bearer.jwt_authn_metadata_key(), None);
+
+        let none = compile(serde_json::json!({"rules": []}));
+        assert!(none.verifier().is_none());
+        assert_eq!(none.jwt_authn_metadata_key(), None);
+        assert!(none.audit().is_none());
+        assert_eq!(none.webhook_names().count(), 0);
+    }
+
+    #[test]
+    fn effective_roles_follow_role_inherits() {
+        let policy = compile(serde_json::json!({
+            "role_inherits": {"ADMIN": ["OPERATOR"]},
+            "rules": []
+        }));
+        assert_eq!(policy.effective_roles(["ADMIN"]), ["ADMIN", "OPERATOR"]);
+        assert_eq!(policy.effective_roles(["VIEWER"]), ["VIEWER"]);
+    }
+
+    #[test]
+    fn rule_accessors_expose_the_compiled_rule() {
+        let policy = compile(serde_json::json!({
+            "rules": [{"name": "h", "methods": ["GET", "HEAD"], "path": "/h/{id}", "public": true,
+                       "mode": "dry_run", "audit": "none"}]
+        }));
+        let rule = &policy.rules()[0];
+        assert_eq!(rule.name(), "h");
+        assert_eq!(rule.template(), "/h/{id}");
+        assert_eq!(
+            rule.methods(),
+            Some(&["GET".to_owned(), "HEAD".to_owned()][..])
+        );
+        assert_eq!(rule.requirement(), &Requirement::Public);
+        assert_eq!(rule.mode(), Some(Mode::DryRun));
+        assert_eq!(rule.audit(), Some(AuditLevel::None));
+        assert_eq!(rule.tenant_param(), None);
+        assert_eq!(policy.mode(), Mode::Enforce);
+    }
+
     #[test]
     fn policy_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}

@@ -151,6 +151,15 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        assert!(matches!(
+            parse_strict(deep.as_bytes()),
+            Err(StrictJsonError::Syntax(_))
+        ));
+    }
+
+    #[test]
     fn truncated_document_is_a_syntax_error() {
         assert!(matches!(
             parse_strict(br#"{"a":"#),

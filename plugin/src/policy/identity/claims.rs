@@ -221,6 +221,19 @@ mod tests {
     }
 
     #[test]
+    fn header_safety_refuses_commas_controls_and_edge_spaces() {
+        assert!(is_header_safe("alice@example.com"));
+        assert!(is_header_safe("Alice Smith"));
+        assert!(!is_header_safe(""));
+        assert!(!is_header_safe(" alice"));
+        assert!(!is_header_safe("alice "));
+        assert!(!is_header_safe("a,b"));
+        assert!(!is_header_safe("a\tb"));
+        assert!(!is_header_safe("caf\u{e9}"));
+        assert!(!is_header_safe(&"a".repeat(MAX_IDENTITY_VALUE_LEN + 1)));
+    }
+
+    #[test]
     fn claim_paths_need_non_empty_parts() {
         assert!(ClaimPath::parse("a.b").is_some());
         assert!(ClaimPath::parse("").is_none());

@@ -346,3 +346,64 @@ pub(crate) fn compile_jwk(
         material,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip_and_unknown_names_are_refused() {
+        for alg in [
+            Algorithm::Hs256,
+            Algorithm::Hs384,
+            Algorithm::Hs512,
+            Algorithm::Rs256,
+            Algorithm::Rs384,
+            Algorithm::Rs512,
+            Algorithm::Es256,
+        ] {
+            assert_eq!(Algorithm::from_name(alg.name()), Some(alg));
+        }
+        for name in ["none", "hs256", "PS256", "ES384", "EdDSA", ""] {
+            assert_eq!(Algorithm::from_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn hmac_minimum_key_sizes_follow_rfc7518() {
+        assert_eq!(HmacAlgorithm::Hs256.min_key_bytes(), 32);
+        assert_eq!(HmacAlgorithm::Hs384.min_key_bytes(), 48);
+        assert_eq!(HmacAlgorithm::Hs512.min_key_bytes(), 64);
+    }
+
+    #[test]
+    fn hmac_verification_refuses_a_truncated_tag() {
+        let tag = HmacAlgorithm::Hs256.tag(b"key", b"message");
+        assert!(HmacAlgorithm::Hs256.verify(b"key", b"message", &tag));
+        assert!(!HmacAlgorithm::Hs256.verify(b"key", b"message", &tag[..16]));
+        assert!(!HmacAlgorithm::Hs256.verify(b"key", b"other", &tag));
+    }
+
+    #[test]
+    fn hmac_secret_is_never_printed() {
+        let secret = HmacSecret(b"super-secret-value".to_vec());
+        let printed = format!("{secret:?}");
+        assert!(!printed.contains("super"), "{printed}");
+    }
+
+    #[test]
+    fn resolve_secret_needs_exactly_one_source() {
+        let env = |name: &str| (name == "SET").then(|| "v".to_owned());
+        assert_eq!(
+            resolve_secret("k", Some("a"), None, &env).unwrap(),
+            Some("a".into())
+        );
+        assert_eq!(
+            resolve_secret("k", None, Some("SET"), &env).unwrap(),
+            Some("v".into())
+        );
+        assert_eq!(resolve_secret("k", None, None, &env).unwrap(), None);
+        assert!(resolve_secret("k", Some("a"), Some("SET"), &env).is_err());
+        assert!(resolve_secret("k", None, Some("UNSET"), &env).is_err());
+    }
+}
