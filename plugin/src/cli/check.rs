@@ -32,10 +32,11 @@ pub fn run(paths: &[PathBuf], env_file: Option<&Path>) -> Result<Outcome, CliErr
                     let roles: Vec<&str> = summary.roles.iter().map(String::as_str).collect();
                     println!("  roles: {}", roles.join(", "));
                 }
-                for name in &compiled.placeholders {
+                if !compiled.placeholders.is_empty() {
                     eprintln!(
-                        "{}: note: `{name}` is not set; checked with a placeholder (the filter needs it in the Wasm VM environment)",
-                        path.display()
+                        "{}: note: not set here, checked with placeholders (the filter needs them in the Wasm VM environment): {}",
+                        path.display(),
+                        compiled.placeholders.join(", ")
                     );
                 }
                 for warning in warnings(&document.raw) {
