@@ -12,7 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+bin="${CARGO_TARGET_DIR:-target}/debug"
 wasm="dist/avb_edge.wasm"
 policy="envoy/policies/agentvoicebox.yaml"
 state_dir="$root/.run"
@@ -39,15 +39,19 @@ set +a
 
 mkdir -p "$state_dir"
 pids=()
+stopping=0
 stop_all() {
-    trap - INT TERM EXIT
+    [[ $stopping == 1 ]] && return
+    stopping=1
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
     echo "run-local: stopped" >&2
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap stop_all EXIT
 
 "$bin/avb-echo" --listen 127.0.0.1:8080 &
 pids+=($!)
@@ -103,10 +107,12 @@ Tokens are minted for the local dev key by:  $token --sub SUBJECT --roles ROLE[,
        http://127.0.0.1:10000/api/v1/audit/logs
 
   # the filter's counters
-  curl -s 'http://127.0.0.1:9901/stats?filter=avb'
+  curl -s 'http://127.0.0.1:9901/stats?filter=wasmcustom.avb'
 
 EOF
 
 # Foreground until one of them exits or Ctrl-C.
 wait -n "${pids[@]}" || true
-echo "run-local: a process of the stack exited; stopping the rest" >&2
+if [[ $stopping == 0 ]]; then
+    echo "run-local: a process of the stack exited; stopping the rest" >&2
+fi

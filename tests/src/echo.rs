@@ -7,7 +7,9 @@
 //! `{"method","path","version","headers":[[name,value],...],"body_sha256","body_len","trailers":[[name,value],...]}`.
 //! A request header `x-echo-status: <code>` makes it answer with that status
 //! instead (tests use it to play an upstream that fails, e.g. for webhook
-//! retries).
+//! retries). Credentials (`authorization`, `x-lago-signature`, cookies) are
+//! redacted in the reply, so transcripts never show tokens; the in-memory
+//! record that tests read keeps every value.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +27,28 @@ use sha2::{Digest, Sha256};
 
 /// The header that asks the echo server for a specific status code.
 pub const STATUS_OVERRIDE_HEADER: &str = "x-echo-status";
+
+/// Headers whose values the reply shows only as their length.
+const REDACTED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-lago-signature",
+];
+
+/// The headers as shown in the reply: credentials replaced by their length.
+fn redacted(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if REDACTED_HEADERS.contains(&name.as_str()) {
+                (name.clone(), format!("<redacted: {} bytes>", value.len()))
+            } else {
+                (name.clone(), value.clone())
+            }
+        })
+        .collect()
+}
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -173,7 +197,7 @@ async fn echo(request: Request<Incoming>, recorder: &Recorder) -> Response<Full<
         "method": received.method,
         "path": received.path,
         "version": received.version,
-        "headers": received.headers,
+        "headers": redacted(&received.headers),
         "body_sha256": received.body_sha256(),
         "body_len": received.body.len(),
         "trailers": received.trailers,
@@ -295,6 +319,7 @@ mod tests {
     fn http1_request_is_echoed_and_recorded() {
         let echo = EchoServer::start().unwrap();
         let response = RawRequest::post("/api/v1/x?q=1", "hello")
+            .bearer("secret-token")
             .header("x-one", "a")
             .header("x-one", "b")
             .send(echo.port())
@@ -305,9 +330,15 @@ mod tests {
         assert_eq!(body["path"], "/api/v1/x?q=1");
         assert_eq!(body["body_len"], 5);
         assert_eq!(body["body_sha256"], sha256_hex(b"hello"));
+        assert!(!response.text().contains("secret-token"));
+        assert!(response.text().contains("<redacted: 19 bytes>"));
         let requests = echo.requests();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].header_all("x-one"), vec!["a", "b"]);
+        assert_eq!(
+            requests[0].header("authorization"),
+            Some("Bearer secret-token")
+        );
         assert_eq!(requests[0].body, b"hello");
         echo.clear();
         assert!(echo.requests().is_empty());

@@ -25,7 +25,6 @@ use sha2::Sha256;
 
 const WEBHOOK_PATH: &str = "/api/v1/billing/webhooks/lago";
 const LAGO_ISSUER: &str = "https://api.getlago.com";
-const PREVIOUS_KEY: &str = "0b7c3f5e-previous-lago-key-for-rotation-test";
 const MAX_BODY_BYTES: usize = 1_048_576;
 /// Tags every request of a test so its upstream log can be found.
 const TRACE_HEADER: &str = "x-test-trace";
@@ -36,12 +35,21 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn current_key() -> String {
+/// A value of envoy/dev.env (the VM environment of the local stack).
+fn dev_value(name: &str) -> String {
     dev_env()
         .expect("envoy/dev.env")
-        .get("LAGO_HMAC_KEY")
-        .expect("LAGO_HMAC_KEY in envoy/dev.env")
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} in envoy/dev.env"))
         .clone()
+}
+
+fn current_key() -> String {
+    dev_value("LAGO_HMAC_KEY")
+}
+
+fn previous_key() -> String {
+    dev_value("LAGO_HMAC_KEY_PREVIOUS")
 }
 
 /// `base64(HMAC-SHA256(key, body))`, as Lago's `X-Lago-Signature`.
@@ -65,33 +73,33 @@ fn lago_jwt(private_key_fixture: &str, issuer: &str, body: &str) -> String {
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-/// The shipped policy with the Lago webhook configured as issue 3 describes
-/// (two HMAC keys for rotation, the JWT key as Lago publishes it).
+/// The shipped policy, checked to carry the Lago webhook as issue 3
+/// describes: both algorithms, two HMAC keys for rotation, the JWT key as
+/// Lago publishes it (base64 of the PEM, from the VM environment), a 1 MiB
+/// cap and a replay window.
 fn webhook_policy() -> String {
-    let mut policy: Value =
-        serde_json::from_str(&shipped_policy_json().expect("shipped policy")).expect("json");
-    let public_key_b64 =
-        std::fs::read_to_string(fixture("lago_public.pem.b64")).expect("fixture public key");
-    policy["webhooks"] = json!({
-        "lago": {
-            "provider": "lago",
-            "algorithms": ["hmac", "jwt"],
-            "hmac_keys": [
-                {"id": "current", "secret_env": "LAGO_HMAC_KEY"},
-                {"id": "previous", "secret_env": "LAGO_HMAC_KEY_PREVIOUS"},
-            ],
-            "jwt": {"issuer": LAGO_ISSUER, "public_key": public_key_b64},
-            "max_body_bytes": MAX_BODY_BYTES,
-            "replay_window_seconds": 86400,
-        }
-    });
-    let rules = policy["rules"].as_array_mut().expect("rules");
-    if !rules.iter().any(|rule| rule["path"] == WEBHOOK_PATH) {
-        rules.push(json!({
-            "name": "billing.lago", "methods": ["POST"], "path": WEBHOOK_PATH, "webhook": "lago"
-        }));
-    }
-    policy.to_string()
+    let policy = shipped_policy_json().expect("shipped policy");
+    let parsed: Value = serde_json::from_str(&policy).expect("json");
+    let lago = &parsed["webhooks"]["lago"];
+    assert_eq!(lago["algorithms"], json!(["hmac", "jwt"]));
+    assert_eq!(
+        lago["hmac_keys"],
+        json!([
+            {"id": "current", "secret_env": "LAGO_HMAC_KEY"},
+            {"id": "previous", "secret_env": "LAGO_HMAC_KEY_PREVIOUS"},
+        ])
+    );
+    assert_eq!(lago["jwt"]["issuer"], LAGO_ISSUER);
+    assert_eq!(lago["max_body_bytes"], MAX_BODY_BYTES);
+    assert!(lago["replay_window_seconds"]
+        .as_u64()
+        .is_some_and(|s| s > 0));
+    assert!(parsed["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .any(|rule| rule["path"] == WEBHOOK_PATH && rule["webhook"] == "lago"));
+    policy
 }
 
 struct Stack {
@@ -108,7 +116,6 @@ impl Stack {
             webhook_policy(),
             echo.port(),
         )
-        .with_vm_env("LAGO_HMAC_KEY_PREVIOUS", PREVIOUS_KEY)
         .start()
         .expect("envoy starts with the webhook policy");
         let port = envoy.listener_port().expect("listener");
@@ -237,7 +244,7 @@ fn valid_hmac_and_jwt_deliveries_reach_upstream_with_the_body_intact() {
     let body = lago_body("hmac-previous");
     let (response, upstream) = stack.deliver(hmac_delivery(
         &body,
-        &hmac_signature(PREVIOUS_KEY, body.as_bytes()),
+        &hmac_signature(&previous_key(), body.as_bytes()),
     ));
     assert_verified(
         &response,
