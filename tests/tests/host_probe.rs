@@ -146,6 +146,31 @@ fn local_reply_answers_the_client_and_nothing_goes_upstream() {
 }
 
 #[test]
+fn on_log_sees_the_local_reply_as_the_response() {
+    let host = host();
+    let (request, _) = run(&host, 0, "local", &[]);
+    request.done().unwrap();
+    let expected = format!(
+        "on_log context={} status=Ok(Some(\"403\")) response_pairs=Ok(2)",
+        request.context_id()
+    );
+    assert!(logged(&host, &expected), "{:?}", host.logs());
+}
+
+#[test]
+fn on_log_without_a_response_finds_no_response_headers_instead_of_failing() {
+    let host = host();
+    let (request, _) = run(&host, 0, "plain", &[]);
+    request.done().unwrap();
+    let expected = format!(
+        "on_log context={} status=Ok(None) response_pairs=Ok(0)",
+        request.context_id()
+    );
+    assert!(logged(&host, &expected), "{:?}", host.logs());
+    assert_eq!(host.vm_failure(0), None);
+}
+
+#[test]
 fn body_after_a_local_reply_is_not_fed_to_the_filter() {
     let host = host();
     let request = host.request(0);

@@ -532,6 +532,16 @@ impl HttpContext for ProbeRequest {
 
     fn on_log(&mut self) {
         let _ = hostcalls::increment_metric(self.metrics.logged, 1);
+        // Envoy answers missing maps in this phase instead of refusing them.
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status");
+        let pairs = hostcalls::get_map(MapType::HttpResponseHeaders).map(|pairs| pairs.len());
+        log(
+            LogLevel::Info,
+            &format!(
+                "on_log context={} status={status:?} response_pairs={pairs:?}",
+                self.context_id
+            ),
+        );
         if self.mode == "done-later" {
             log(LogLevel::Info, "logged after deferred done");
         }

@@ -80,7 +80,14 @@ pub(crate) fn proxy_get_header_map_pairs(
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let map = map_mut(caller.data_mut(), kind)?.clone();
+    let state = caller.data_mut();
+    let access_log_phase = state.access_log_phase;
+    let map = match map_mut(state, kind) {
+        Ok(map) => map.clone(),
+        // In the access log phase Envoy answers a missing map with no pairs.
+        Err(_) if access_log_phase => HeaderMap::new(),
+        Err(status) => return Err(status.into()),
+    };
     let encoded = if map.is_empty() {
         Vec::new()
     } else {
@@ -116,7 +123,14 @@ pub(crate) fn proxy_get_header_map_value(
     return_size: u32,
 ) -> HostResult {
     let key = memory::read_string(&mut caller, key_ptr, key_len)?;
-    let map = map_mut(caller.data_mut(), kind)?;
+    let state = caller.data_mut();
+    let access_log_phase = state.access_log_phase;
+    let map = match map_mut(state, kind) {
+        Ok(map) => map,
+        // In the access log phase Envoy answers a missing map with NotFound.
+        Err(_) if access_log_phase => return Err(Status::NotFound.into()),
+        Err(status) => return Err(status.into()),
+    };
     let value = first_value(map, &key).ok_or(Status::NotFound)?.to_owned();
     memory::return_bytes(&mut caller, value.as_bytes(), return_data, return_size)
 }

@@ -372,12 +372,36 @@ impl HostInner {
         }
         let done = self.call::<u32, u32>(worker, context, "proxy_on_done", context)?;
         self.stream_mut(worker, context)?.on_done_result = Some(done != Some(0));
-        self.call::<u32, ()>(worker, context, "proxy_on_log", context)?;
+        self.enter_access_log_phase(worker, context, true)?;
+        let logged = self.call::<u32, ()>(worker, context, "proxy_on_log", context);
+        self.enter_access_log_phase(worker, context, false)?;
+        logged?;
         self.call::<u32, ()>(worker, context, "proxy_on_delete", context)?;
         self.stream_mut(worker, context)?.phase = Phase::Deleted;
         lock(&self.shared)
             .calls
             .retain(|_, call| !(call.worker == worker && call.context == context));
         self.drain()
+    }
+
+    /// During `proxy_on_log` Envoy shows the response the client got: for a
+    /// local reply, its status and headers.
+    fn enter_access_log_phase(
+        &mut self,
+        worker: usize,
+        context: u32,
+        entering: bool,
+    ) -> anyhow::Result<()> {
+        let state = self.worker_mut(worker)?.store.data_mut();
+        state.access_log_phase = entering;
+        if let (true, Some(stream)) = (entering, state.streams.get_mut(&context)) {
+            if let (None, Some(reply)) = (&stream.response.headers, &stream.local_reply) {
+                let status = reply.status.to_string();
+                let mut headers = vec![(":status", status.as_str())];
+                headers.extend(reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                stream.response.headers = Some(header_map(&headers));
+            }
+        }
+        Ok(())
     }
 }

@@ -169,6 +169,8 @@ pub(crate) struct VmState {
     pub random_state: u64,
     /// Root properties set by the guest with `proxy_set_property`.
     pub root_properties: BTreeMap<Vec<String>, Vec<u8>>,
+    /// `proxy_on_log` is running: Envoy answers missing maps differently.
+    pub access_log_phase: bool,
 }
 
 impl VmState {
@@ -193,6 +195,7 @@ impl VmState {
             output: [Vec::new(), Vec::new()],
             random_state,
             root_properties: BTreeMap::new(),
+            access_log_phase: false,
         }
     }
 
