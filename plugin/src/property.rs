@@ -26,7 +26,10 @@ fn decode_at(bytes: &[u8], depth: usize) -> Option<Value> {
     if depth < MAX_DEPTH {
         if let Some(pairs) = split_pairs(bytes) {
             if !pairs.is_empty() && pairs.iter().all(|(_, v)| v.is_empty()) {
-                let items = pairs.iter().map(|(k, _)| decode_at(k, depth + 1)).collect::<Option<Vec<_>>>()?;
+                let items = pairs
+                    .iter()
+                    .map(|(k, _)| decode_at(k, depth + 1))
+                    .collect::<Option<Vec<_>>>()?;
                 return Some(Value::Array(items));
             }
             let mut map = Map::new();
@@ -62,7 +65,8 @@ fn split_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     for i in 0..count {
         let base = 4 + i * 8;
         let key_len = u32::from_le_bytes(bytes.get(base..base + 4)?.try_into().ok()?) as usize;
-        let value_len = u32::from_le_bytes(bytes.get(base + 4..base + 8)?.try_into().ok()?) as usize;
+        let value_len =
+            u32::from_le_bytes(bytes.get(base + 4..base + 8)?.try_into().ok()?) as usize;
         let key = bytes.get(at..at.checked_add(key_len)?)?;
         at += key_len;
         if bytes.get(at) != Some(&0) {
@@ -105,10 +109,16 @@ mod tests {
         let roles = pairs(&[(b"ADMIN", b""), (b"OPERATOR", b"")]);
         let realm = pairs(&[(b"roles", &roles)]);
         let exp = 1_900_000_000f64.to_le_bytes();
-        let payload = pairs(&[(b"sub", b"alice"), (b"realm_access", &realm), (b"exp", &exp)]);
+        let payload = pairs(&[
+            (b"sub", b"alice"),
+            (b"realm_access", &realm),
+            (b"exp", &exp),
+        ]);
         assert_eq!(
             decode(&payload),
-            Some(json!({"sub": "alice", "realm_access": {"roles": ["ADMIN", "OPERATOR"]}, "exp": 1.9e9}))
+            Some(
+                json!({"sub": "alice", "realm_access": {"roles": ["ADMIN", "OPERATOR"]}, "exp": 1.9e9})
+            )
         );
     }
 

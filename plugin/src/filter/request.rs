@@ -407,8 +407,11 @@ impl EdgeRequest {
     /// Verifies the whole body (at end of stream or at the trailers) and lets
     /// the request go on, or answers it.
     fn finish_webhook(&mut self, shared: &Shared, has_body: bool) -> Action {
-        let Some(held) = &self.held else { return Action::Continue };
-        let (Some(verifier), Some(pending)) = (shared.policy.webhook(&held.name), &held.pending) else {
+        let Some(held) = &self.held else {
+            return Action::Continue;
+        };
+        let (Some(verifier), Some(pending)) = (shared.policy.webhook(&held.name), &held.pending)
+        else {
             return Action::Pause;
         };
         let body = if has_body {
