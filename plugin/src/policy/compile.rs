@@ -65,10 +65,10 @@ impl Policy {
             .transpose()?;
         let mut compiled_webhooks = BTreeMap::new();
         for (name, raw) in &webhooks {
-            let verifier = crate::webhook::compile_webhook(name, raw, env).map_err(|source| {
+            let verifier = crate::webhook::compile_webhook(name, raw, env).map_err(|problem| {
                 ConfigError::Webhook {
                     name: name.clone(),
-                    source,
+                    problem,
                 }
             })?;
             compiled_webhooks.insert(name.clone(), verifier);

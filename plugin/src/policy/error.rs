@@ -65,11 +65,11 @@ pub enum ConfigError {
     DryRunWebhookRule { rule: String },
     #[error("rule `{rule}`: webhook `{webhook}` is not configured under `webhooks`")]
     UnknownWebhook { rule: String, webhook: String },
-    #[error("webhook `{name}`: {source}")]
+    /// The webhook's own message already names it.
+    #[error("{problem}")]
     Webhook {
         name: String,
-        #[source]
-        source: WebhookConfigError,
+        problem: WebhookConfigError,
     },
     #[error(transparent)]
     RoleCycle(#[from] RoleCycle),
