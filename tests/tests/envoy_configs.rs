@@ -157,3 +157,30 @@ fn shipped_listener_applies_envoy_path_hygiene() {
         "the listener must not route /v1/audit/events"
     );
 }
+
+/// `validate` is only worth running because it loads the module and runs
+/// `on_configure`: a broken embedded policy must fail it.
+#[test]
+fn validate_refuses_envoy_yaml_with_a_broken_embedded_policy() {
+    wasm_path().expect("the filter must be built first");
+    let mut config = shipped_envoy_yaml();
+    let listeners = config["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners");
+    let wasm = listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_array_mut()
+        .expect("http filters")
+        .iter_mut()
+        .find(|filter| filter["name"] == "envoy.filters.http.wasm")
+        .expect("wasm filter");
+    let value = &mut wasm["typed_config"]["config"]["configuration"]["value"];
+    let mut policy: Value = serde_json::from_str(value.as_str().expect("string")).expect("json");
+    policy["rules"][0]["methods"] = serde_json::json!(["get"]);
+    *value = Value::String(policy.to_string());
+
+    let dir = avb_tests::procs::temp_dir("broken-embedded").expect("temp dir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("yaml")).expect("write");
+    let err = Envoy::validate(&path).expect_err("a lower-case method must be refused");
+    assert!(format!("{err:#}").contains("policy refused"), "{err:#}");
+}
