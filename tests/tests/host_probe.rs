@@ -674,3 +674,13 @@ fn reconfigure_starts_a_new_root_and_a_rejected_config_keeps_the_old_one() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn hosts_and_requests_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Host>();
+    assert_send_sync::<HttpRequest>();
+    let host = host();
+    let worker = std::thread::spawn(move || run(&host, 1, "env", &[]).0);
+    assert_eq!(result(&worker.join().unwrap()), "hello");
+}
