@@ -8,6 +8,7 @@
 //! - [`webhook`]: pure Lago webhook verification (HMAC and JWT signatures).
 //! - [`audit`]: the audit-event model shared with the companion.
 //! - [`property`]: decoding of Envoy's property encoding (jwt_authn payloads).
+//! - [`strict_json`]: JSON parsing that refuses duplicate keys (tokens, policies).
 //! - `filter` (wasm32 only): the thin proxy-wasm glue that reads the request
 //!   from the host, asks the engine, and applies the decision.
 
@@ -16,6 +17,7 @@ pub mod audit;
 pub mod cli;
 pub mod policy;
 pub mod property;
+pub mod strict_json;
 pub mod webhook;
 
 #[cfg(target_arch = "wasm32")]

@@ -16,7 +16,7 @@ use super::identity::{ClaimPath, ClaimSettings, Verifier};
 use super::matcher::{RouteTable, Template};
 use super::path::check_method;
 use super::roles::{is_valid_role_name, RoleGraph};
-use super::strict_json::parse_strict;
+use crate::strict_json::parse_strict;
 use super::{IdentitySettings, IdentitySource, Mode, Policy, Requirement, Rule, Unmatched};
 
 /// Largest `clock_skew_seconds`: more would make `exp` meaningless.

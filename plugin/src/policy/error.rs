@@ -6,7 +6,7 @@
 
 use super::matcher::TemplateError;
 use super::roles::RoleCycle;
-use super::strict_json::StrictJsonError;
+use crate::strict_json::StrictJsonError;
 use crate::webhook::WebhookConfigError;
 
 /// A policy that cannot be compiled.

@@ -27,7 +27,6 @@ pub mod identity;
 pub mod matcher;
 pub mod path;
 pub mod roles;
-mod strict_json;
 
 use std::collections::BTreeMap;
 
@@ -38,7 +37,7 @@ pub use error::{ConfigError, KeyError};
 pub use identity::{Identity, TokenCache};
 pub use matcher::{RouteTable, Template, TemplateError};
 pub use path::{canonical_path, check_method, MethodError, PathError};
-pub use strict_json::StrictJsonError;
+pub use crate::strict_json::StrictJsonError;
 
 use identity::{ClaimSettings, Verifier};
 use roles::RoleGraph;

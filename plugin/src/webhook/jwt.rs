@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::public_key::pem_document_der;
-use super::strict_json::parse_unique_keys;
+use crate::strict_json::parse_strict;
 
 const REQUIRED_ALG: &str = "RS256";
 
@@ -37,7 +37,7 @@ pub(crate) fn parse_lago_token(token: &str, signature_len: usize) -> Option<Unve
     if segments.next().is_some() {
         return None;
     }
-    let header = parse_unique_keys(&URL_SAFE_NO_PAD.decode(header_b64).ok()?).ok()?;
+    let header = parse_strict(&URL_SAFE_NO_PAD.decode(header_b64).ok()?).ok()?;
     let header = header.as_object()?;
     if header.get("alg").and_then(Value::as_str) != Some(REQUIRED_ALG) {
         return None;
@@ -47,7 +47,7 @@ pub(crate) fn parse_lago_token(token: &str, signature_len: usize) -> Option<Unve
     if header.contains_key("crit") {
         return None;
     }
-    let claims = parse_unique_keys(&URL_SAFE_NO_PAD.decode(claims_b64).ok()?).ok()?;
+    let claims = parse_strict(&URL_SAFE_NO_PAD.decode(claims_b64).ok()?).ok()?;
     let claims = claims.as_object()?;
     let issuer = claims.get("iss")?.as_str()?.to_owned();
     let data = claims.get("data")?.as_str()?.as_bytes().to_vec();

@@ -19,7 +19,6 @@ pub mod config;
 mod jwt;
 mod public_key;
 pub mod replay;
-mod strict_json;
 mod verifier;
 
 pub use compile::{

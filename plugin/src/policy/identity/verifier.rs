@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::keys::{compile_jwk, Algorithm, VerificationKey};
 use crate::policy::config::RawIssuer;
 use crate::policy::error::ConfigError;
-use crate::policy::strict_json::{parse_strict, StrictJsonError};
+use crate::strict_json::{parse_strict, StrictJsonError};
 
 /// Longest token accepted. Real access tokens are a few KiB; the cap bounds
 /// the work an unauthenticated client can ask for.
