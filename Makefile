@@ -5,6 +5,8 @@
 #   make envoy   make a real Envoy 1.40 available (prints its path)
 #   make lint    cargo fmt --check and clippy -D warnings
 #   make bench   performance suite (results under target/bench/)
+#   make fuzz    run every fuzz target for 5 minutes (make fuzz-short: a few seconds each)
+#   make soak    10 minutes of load with companion and Redis restarts
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ROOT := $(CURDIR)
@@ -15,7 +17,7 @@ PLUGIN_SOURCES := $(shell find plugin/src -name '*.rs') plugin/Cargo.toml Cargo.
 export AVB_WASM := $(ROOT)/$(WASM)
 export AVB_PROBE_WASM := $(ROOT)/$(PROBE_WASM)
 
-.PHONY: help plugin probe envoy deps build lint test run bench
+.PHONY: help plugin probe envoy deps build lint test run bench fuzz fuzz-short soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,10 +49,20 @@ lint: ## formatting and clippy (deny warnings), natively and for the wasm target
 test: deps plugin probe build ## everything CI runs
 	$(MAKE) lint
 	AVB_ENVOY="$$(scripts/envoy.sh)" cargo test --workspace --no-fail-fast
+	$(MAKE) fuzz-short
+
+fuzz-short: ## every fuzz target for a few seconds (part of make test)
+	scripts/fuzz.sh 12
+
+fuzz: ## every fuzz target for 5 minutes
+	scripts/fuzz.sh 300
+
+soak: deps plugin build ## steady load for 10 minutes while the companion and Redis restart
+	AVB_ENVOY="$$(scripts/envoy.sh)" scripts/soak.sh 600
 
 run: deps plugin ## start the local stack and print what to try
 	cargo build -p avb-companion -p avb-edge -p avb-tests --bins
 	AVB_ENVOY="$$(scripts/envoy.sh)" scripts/run-local.sh
 
-bench: deps plugin ## performance suite; results in target/bench/
-	@echo "bench: see issue 7 (not yet built)"; exit 1
+bench: deps plugin probe build ## performance suite; results in target/bench/
+	AVB_ENVOY="$$(scripts/envoy.sh)" scripts/bench.sh
