@@ -193,6 +193,11 @@ impl Envoy {
         self.admin_port
     }
 
+    /// The Envoy process id (e.g. to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Every counter and gauge from the admin `/stats` endpoint.
     pub fn stats(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let response = RawRequest::get("/stats")
@@ -368,10 +373,10 @@ impl EnvoyConfig {
 
     /// The configuration as YAML.
     pub fn render(&self) -> String {
-        let rendered = serde_yaml::to_string(&self.to_value());
+        let bootstrap = self.bootstrap();
         // Serialising a serde_json::Value to YAML cannot fail; fall back to
         // JSON (also valid YAML) rather than panic.
-        rendered.unwrap_or_else(|_| self.to_value().to_string())
+        serde_yaml::to_string(&bootstrap).unwrap_or_else(|_| bootstrap.to_string())
     }
 
     /// Renders and starts Envoy with default options.
@@ -379,10 +384,51 @@ impl EnvoyConfig {
         Envoy::start(&self.render())
     }
 
-    fn to_value(&self) -> Value {
-        let socket =
-            |port: u16| json!({"socket_address": {"address": "127.0.0.1", "port_value": port}});
+    /// The whole bootstrap: admin, the listener and the clusters.
+    pub fn bootstrap(&self) -> Value {
+        json!({
+            "admin": {"address": loopback(self.admin_port)},
+            "static_resources": {
+                "listeners": [self.listener()],
+                "clusters": self.clusters(),
+            },
+        })
+    }
+
+    /// The `echo` and `avb_companion` clusters (a JSON list).
+    pub fn clusters(&self) -> Value {
         let companion_port = self.companion_port.unwrap_or_else(free_port);
+        let address = |port: u16| json!({"endpoints": [{"lb_endpoints": [{"endpoint": {"address": loopback(port)}}]}]});
+        let mut echo = json!({
+            "name": "echo",
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            // Talk to the upstream in the client's protocol, so HTTP/2
+            // trailers survive the hop.
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "use_downstream_protocol_config": {
+                        "http_protocol_options": {},
+                        "http2_protocol_options": {},
+                    },
+                },
+            },
+            "load_assignment": address(self.echo_port),
+        });
+        echo["load_assignment"]["cluster_name"] = json!("echo");
+        let mut companion = json!({
+            "name": "avb_companion",
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            "load_assignment": address(companion_port),
+        });
+        companion["load_assignment"]["cluster_name"] = json!("avb_companion");
+        json!([echo, companion])
+    }
+
+    /// The listener `avb_ingress` (e.g. for a file-based LDS resource).
+    pub fn listener(&self) -> Value {
         let companion_routes_to = if self.companion_port.is_some() {
             "avb_companion"
         } else {
@@ -451,44 +497,20 @@ impl EnvoyConfig {
             }
         }
 
-        let cluster = |name: &str, port: u16| {
-            json!({
-                "name": name,
-                "type": "STATIC",
-                "connect_timeout": "2s",
-                // Talk to the upstream in the client's protocol, so HTTP/2
-                // trailers survive the hop.
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "use_downstream_protocol_config": {
-                            "http_protocol_options": {},
-                            "http2_protocol_options": {},
-                        },
-                    },
-                },
-                "load_assignment": {
-                    "cluster_name": name,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(port)}}]}],
-                },
-            })
-        };
-
         json!({
-            "admin": {"address": socket(self.admin_port)},
-            "static_resources": {
-                "listeners": [{
-                    "name": "avb_ingress",
-                    "address": socket(self.listener_port),
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": connection_manager,
-                    }]}],
-                }],
-                "clusters": [cluster("echo", self.echo_port), cluster("avb_companion", companion_port)],
-            },
+            "name": "avb_ingress",
+            "address": loopback(self.listener_port),
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": connection_manager,
+            }]}],
         })
     }
+}
+
+/// A `socket_address` on 127.0.0.1.
+fn loopback(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
 #[cfg(test)]
@@ -555,6 +577,22 @@ mod tests {
             ["typed_config"];
         assert!(manager.get("normalize_path").is_none());
         assert!(manager.get("path_with_escaped_slashes_action").is_none());
+    }
+
+    #[test]
+    fn clusters_point_at_the_echo_and_companion_ports() {
+        let config = EnvoyConfig::new(PathBuf::from("/x.wasm"), "{}", 1111).with_companion(2222);
+        let clusters = config.clusters();
+        let port_of = |index: usize| {
+            clusters[index]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"]["port_value"]
+                .as_u64()
+        };
+        assert_eq!(clusters[0]["name"], "echo");
+        assert_eq!(port_of(0), Some(1111));
+        assert_eq!(clusters[1]["name"], "avb_companion");
+        assert_eq!(port_of(1), Some(2222));
+        assert_eq!(config.listener()["name"], "avb_ingress");
     }
 
     #[test]
