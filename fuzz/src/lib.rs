@@ -172,7 +172,7 @@ pub fn specificity(template: &Template, segments: &[&str]) -> Option<Vec<u8>> {
     for segment in template.segments() {
         match segment {
             TemplateSegment::Rest => {
-                ranks.extend(std::iter::repeat(1).take(segments.len() - position));
+                ranks.extend(std::iter::repeat_n(1, segments.len() - position));
                 ranks.push(0);
                 return Some(ranks);
             }
