@@ -263,3 +263,30 @@ async fn an_unusable_audit_store_stops_the_run_before_anything_is_deleted() {
     let mut connection = server.connection().await.unwrap();
     assert_eq!(db_size(&mut connection).await.unwrap(), 5_004);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_a_progress_bar_against_the_database_size() {
+    // `script` (util-linux, essential on Debian) gives the command a pseudo-terminal.
+    let server = loaded_server().await;
+    let command_line = format!(
+        "{} cache invalidate --tenant acme --redis {}",
+        companion_binary().display(),
+        server.url()
+    );
+    let mut command = Command::new("script");
+    command
+        .args(["-qefc", &command_line, "/dev/null"])
+        .env_remove("AVB_DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    let (code, output, _) = run(command);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("keys scanned") && output.contains("/5004"),
+        "no progress bar: {output:?}"
+    );
+    assert!(output.contains('%'), "{output:?}");
+    assert!(
+        output.contains("tenant acme: deleted 5000 keys"),
+        "{output:?}"
+    );
+}
