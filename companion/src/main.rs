@@ -136,7 +136,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => match serve(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", describe(&error));
                     ExitCode::FAILURE
                 }
             },
@@ -190,6 +190,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error and its causes on one line, skipping a cause whose text the
+/// message before it already includes (thiserror messages often do).
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let terminate = async {
@@ -211,6 +228,14 @@ async fn shutdown_signal() {
 }
 
 async fn verify(args: VerifyArgs) -> ExitCode {
+    // Verifying must not create an empty database where the real one was
+    // expected (and then report it intact).
+    if let Some(path) = args.database.database.strip_prefix("sqlite://") {
+        if !std::path::Path::new(path).is_file() {
+            eprintln!("error: cannot verify the audit chain: no database file at {path}");
+            return ExitCode::from(2);
+        }
+    }
     let report = match open_store(&args.database.database).await {
         Ok(store) => verify_chain(store.as_ref()).await,
         Err(error) => Err(error),

@@ -7,12 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 use super::{free_port, wait_for_port, workspace_root, ChildGuard};
 use crate::http::{RawRequest, Response};
+
+/// How long a starting companion may take to listen.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The ingest token tests give the companion (never a real secret).
 pub const TEST_INGEST_TOKEN: &str = "test-ingest-token-for-companion-tests";
@@ -150,6 +153,8 @@ impl CompanionServer {
             .env_remove("AVB_POLICY")
             .env_remove("AVB_REDIS_URL")
             .env_remove("AVB_DATABASE_URL")
+            // Extra environment first, so the explicit settings below win.
+            .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AVB_INGEST_TOKEN", &config.ingest_token)
             .env("RUST_LOG", "info");
         match &config.policy {
@@ -163,13 +168,20 @@ impl CompanionServer {
         if let Some(redis) = &config.redis_url {
             command.args(["--redis", redis]);
         }
-        for (key, value) in &config.env {
-            command.env(key, value);
-        }
         let mut guard = ChildGuard::spawn("avb-companion", command)?;
-        if let Err(error) = wait_for_port(port, Duration::from_secs(30)) {
-            let exited = guard.try_wait().ok().flatten();
-            return Err(guard.startup_error(format!("{error} (exit status {exited:?})")));
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = guard.try_wait()? {
+                return Err(guard.startup_error(format!("it exited ({status})")));
+            }
+            if wait_for_port(port, Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(guard.startup_error(format!(
+                    "nothing listened on 127.0.0.1:{port} within {STARTUP_TIMEOUT:?}"
+                )));
+            }
         }
         Ok(Self {
             port,

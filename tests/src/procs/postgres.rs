@@ -23,6 +23,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// A running PostgreSQL server; stopped (and its data removed) on drop.
 pub struct PostgresServer {
     port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    sockets: PathBuf,
+    as_root: bool,
     guard: ChildGuard,
     // Declared after `guard`: the data directory goes once the server is down.
     _dir: tempfile::TempDir,
@@ -74,24 +78,7 @@ impl PostgresServer {
         run_checked(&mut initdb, "initdb")?;
 
         let port = free_port();
-        let mut server = as_postgres_user(as_root, &bin.join("postgres"));
-        server
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&sockets)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                // Tests never crash the database server itself, so its own
-                // durability is traded for speed.
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-            ]);
+        let server = server_command(as_root, &bin, &data, &sockets, port);
         let command = match watch_parent {
             None => server,
             Some(parent) => watchdog(server, parent, dir.path()),
@@ -108,17 +95,34 @@ impl PostgresServer {
         }
         let server = Self {
             port,
+            bin,
+            data,
+            sockets,
+            as_root,
             guard,
             _dir: dir,
         };
-        server.wait_ready(&bin)?;
+        server.wait_ready()?;
         Ok(server)
     }
 
-    fn wait_ready(&self, bin: &Path) -> anyhow::Result<()> {
+    /// Starts the server again on the same data and port after [`stop`](Self::stop).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let command = server_command(
+            self.as_root,
+            &self.bin,
+            &self.data,
+            &self.sockets,
+            self.port,
+        );
+        self.guard = ChildGuard::spawn("postgres", command)?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
+            let ready = Command::new(self.bin.join("pg_isready"))
                 .args([
                     "-h",
                     "127.0.0.1",
@@ -189,6 +193,29 @@ impl Drop for PostgresServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `postgres` on `port` with the test settings.
+fn server_command(as_root: bool, bin: &Path, data: &Path, sockets: &Path, port: u16) -> Command {
+    let mut server = as_postgres_user(as_root, &bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(sockets)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            // Tests never crash the database server itself, so its own
+            // durability is traded for speed.
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ]);
+    server
 }
 
 /// The directory holding `initdb`, `postgres` and `pg_isready`: `$AVB_PG_BIN`,
