@@ -128,7 +128,7 @@ fn policy_that_is_not_json_or_is_empty_is_refused() {
         let result = avb_tests::host::HostBuilder::new(harness::wasm())
             .configuration(config.to_vec())
             .build();
-        let error = format!("{:#}", result.err().expect("must be refused"));
+        let error = format!("{:#}", result.expect_err("must be refused"));
         assert!(error.contains("policy refused"), "{error}");
     }
 }
@@ -218,6 +218,8 @@ fn request_without_token_gets_401_with_a_bare_bearer_challenge() {
     );
     assert_eq!(metric(&host, "avb.unauthenticated"), 1);
     assert_eq!(metric(&host, "avb.allowed"), 0);
+    assert_eq!(metric(&host, "avb.rule.audit.logs.list.unauthenticated"), 1);
+    assert_eq!(metric(&host, "avb.rule.audit.logs.list.denied"), 0);
 }
 
 #[test]
@@ -273,7 +275,10 @@ fn bad_expired_or_foreign_tokens_get_401_with_invalid_token_challenge() {
         let text = String::from_utf8_lossy(&reply.body).into_owned();
         let credential = presented.split_once(' ').map_or("", |(_, c)| c);
         assert!(!text.contains(&good), "{text}");
-        assert!(credential.is_empty() || !text.contains(credential), "{text}");
+        assert!(
+            credential.is_empty() || !text.contains(credential),
+            "{text}"
+        );
     }
     assert_eq!(metric(&host, "avb.unauthenticated"), 8);
 }
@@ -450,9 +455,12 @@ fn counters_are_global_across_workers_and_per_rule() {
     assert_eq!(metric(&host, "avb.rule.audit.logs.list.allowed"), 2);
     assert_eq!(metric(&host, "avb.rule.audit.logs.list.denied"), 1);
     assert_eq!(metric(&host, "avb.rule.stt.config.get.allowed"), 1);
-    assert_eq!(metric(&host, "avb.rule.stt.config.get.denied"), 2);
+    assert_eq!(metric(&host, "avb.rule.stt.config.get.denied"), 1);
+    assert_eq!(metric(&host, "avb.rule.stt.config.get.unauthenticated"), 1);
+    assert_eq!(metric(&host, "avb.rule.audit.logs.list.unauthenticated"), 0);
     assert_eq!(metric(&host, "avb.rule.health.allowed"), 1);
     assert_eq!(metric(&host, "avb.rule.llm.test.denied"), 0);
+    assert_eq!(metric(&host, "avb.rule.llm.test.dry_run_denied"), 0);
 }
 
 #[test]
@@ -489,7 +497,9 @@ fn policy_level_dry_run_lets_denials_through_and_counts_them() {
     assert_eq!(metric(&host, "avb.denied"), 0);
     assert_eq!(metric(&host, "avb.unauthenticated"), 0);
     assert_eq!(metric(&host, "avb.rejected"), 1);
-    assert_eq!(metric(&host, "avb.rule.audit.logs.list.denied"), 2);
+    assert_eq!(metric(&host, "avb.rule.audit.logs.list.dry_run_denied"), 2);
+    assert_eq!(metric(&host, "avb.rule.audit.logs.list.denied"), 0);
+    assert_eq!(metric(&host, "avb.rule.audit.logs.list.allowed"), 0);
 }
 
 #[test]
@@ -512,7 +522,9 @@ fn rule_level_dry_run_lets_only_that_rule_through() {
     assert_eq!(reply(&enforced).status, 403);
     assert_eq!(metric(&host, "avb.dry_run_denied"), 1);
     assert_eq!(metric(&host, "avb.denied"), 1);
-    assert_eq!(metric(&host, "avb.rule.llm.test.denied"), 1);
+    assert_eq!(metric(&host, "avb.rule.llm.test.dry_run_denied"), 1);
+    assert_eq!(metric(&host, "avb.rule.llm.test.denied"), 0);
+    assert_eq!(metric(&host, "avb.rule.stt.config.get.denied"), 1);
 }
 
 fn jwt_authn_policy() -> Value {
