@@ -755,3 +755,75 @@ fn malformed_request_lines_get_400_and_never_reach_upstream() {
         );
     }
 }
+
+/// CACHE-001: the tenant in the path must be the token's tenant, unless the
+/// caller holds a cross-tenant role (PLATFORM_ADMIN).
+#[test]
+fn tenant_cache_invalidation_is_bound_to_the_token_tenant() {
+    let stack = Stack::shipped();
+    let path = |tenant: &str| format!("/api/v1/tenants/{tenant}/cache/invalidate");
+    let admin_a = token("admin-a", &["ADMIN"], "tenant-a");
+
+    let (response, upstream) = stack.send(RawRequest::post(&path("tenant-a"), "").bearer(&admin_a));
+    assert_eq!(response.status, 200, "own tenant: {}", response.text());
+    assert_eq!(upstream.len(), 1);
+    assert_eq!(
+        upstream[0].header("x-avb-rule"),
+        Some("tenants.cache.invalidate")
+    );
+    assert_eq!(upstream[0].header("x-avb-tenant"), Some("tenant-a"));
+
+    let (response, upstream) = stack.send(RawRequest::post(&path("tenant-b"), "").bearer(&admin_a));
+    let body = assert_local_reply(&response, 403, "permission_denied", "other tenant as ADMIN");
+    assert_eq!(body["rule"], "tenants.cache.invalidate");
+    assert!(
+        upstream.is_empty(),
+        "cross-tenant call reached the upstream"
+    );
+
+    let platform = token("ops-1", &["PLATFORM_ADMIN"], "tenant-ops");
+    let (response, upstream) =
+        stack.send(RawRequest::post(&path("tenant-b"), "").bearer(&platform));
+    assert_eq!(response.status, 200, "PLATFORM_ADMIN: {}", response.text());
+    assert_eq!(upstream.len(), 1);
+
+    // An OPERATOR of the right tenant still lacks the role.
+    let operator_a = token("op-a", &["OPERATOR"], "tenant-a");
+    let (response, upstream) =
+        stack.send(RawRequest::post(&path("tenant-a"), "").bearer(&operator_a));
+    assert_local_reply(&response, 403, "permission_denied", "OPERATOR");
+    assert!(upstream.is_empty());
+}
+
+/// Dry run lets a would-be denial through, counted, so a policy change can be
+/// watched before it is enforced.
+#[test]
+fn dry_run_lets_would_be_denials_through_and_counts_them() {
+    let mut policy: Value =
+        serde_json::from_str(&shipped_policy_json().expect("shipped policy")).expect("json");
+    policy["mode"] = json!("dry_run");
+    let echo = EchoServer::start().expect("echo");
+    let envoy = EnvoyConfig::new(
+        wasm_path().expect("wasm built"),
+        policy.to_string(),
+        echo.port(),
+    )
+    .start()
+    .expect("envoy starts with a dry-run policy");
+    let stack = Stack {
+        echo,
+        port: envoy.listener_port().expect("listener"),
+        envoy,
+    };
+    let developer = token("dev-1", &["DEVELOPER"], "tenant-a");
+    let (response, upstream) = stack.send(RawRequest::get("/api/v1/llm/config").bearer(&developer));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(upstream.len(), 1, "dry run must let the request through");
+    let counted = stack
+        .envoy
+        .stats()
+        .expect("stats")
+        .iter()
+        .any(|(name, value)| name.ends_with("avb.dry_run_denied") && *value >= 1);
+    assert!(counted, "no avb.dry_run_denied counted");
+}
