@@ -290,10 +290,13 @@ async fn events_round_trip_with_every_field(f: Fixture) {
 
 // ---------------------------------------------------------------- filters
 
+/// Which events a filter is expected to select.
+type Predicate = Box<dyn Fn(&AuditEvent) -> bool>;
+
 async fn every_filter_selects_exactly_its_records(f: Fixture) {
     let events = varied_events();
     f.ingest(events.clone()).await;
-    let cases: Vec<(LogFilter, Box<dyn Fn(&AuditEvent) -> bool>)> = vec![
+    let cases: Vec<(LogFilter, Predicate)> = vec![
         (
             LogFilter {
                 kind: Some("webhook.rejected".into()),

@@ -30,7 +30,7 @@ pub enum PolicyLoadError {
     #[error("the policy file {path} is invalid: {source}")]
     Invalid {
         path: String,
-        source: policy::ConfigError,
+        source: Box<policy::ConfigError>,
     },
 }
 
@@ -62,7 +62,7 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyLoadError> {
     Policy::from_json(&json, &|name| std::env::var(name).ok()).map_err(|source| {
         PolicyLoadError::Invalid {
             path: shown,
-            source,
+            source: Box::new(source),
         }
     })
 }

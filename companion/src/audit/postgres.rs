@@ -25,7 +25,7 @@ use super::store::{
 
 /// Serialises schema creation between companions starting at the same time
 /// (`CREATE ... IF NOT EXISTS` alone races). An arbitrary constant.
-const MIGRATION_LOCK: i64 = 0x0a7b_0a0d_17;
+const MIGRATION_LOCK: i64 = 0x000a_7b0a_0d17;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_records (
