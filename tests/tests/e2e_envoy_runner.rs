@@ -176,3 +176,15 @@ fn envoy_start_fails_with_logs_when_the_wasm_module_is_not_proxy_wasm() {
     };
     assert!(err.contains("avb_edge"), "{err}");
 }
+
+#[test]
+fn a_listener_port_taken_meanwhile_is_retried_with_fresh_ports() {
+    let echo = EchoServer::start().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = probe_config(&echo);
+    config.listener_port = taken.local_addr().unwrap().port();
+    let envoy = config.start().unwrap();
+    let port = envoy.listener_port().unwrap();
+    assert_ne!(port, config.listener_port);
+    assert_eq!(RawRequest::get("/x").send(port).unwrap().status, 200);
+}

@@ -225,6 +225,12 @@ impl Envoy {
     }
 }
 
+/// Whether Envoy failed because a port was already taken.
+fn is_port_clash(err: &anyhow::Error) -> bool {
+    let message = format!("{err:#}");
+    message.contains("Address already in use") || message.contains("cannot bind")
+}
+
 /// `name: value` lines of Envoy's text stats; histograms (non-integer
 /// values) are skipped.
 fn parse_text_stats(text: &str) -> BTreeMap<String, u64> {
@@ -379,9 +385,29 @@ impl EnvoyConfig {
         serde_yaml::to_string(&bootstrap).unwrap_or_else(|_| bootstrap.to_string())
     }
 
-    /// Renders and starts Envoy with default options.
+    /// Renders and starts Envoy with default options. If a port picked by
+    /// [`free_port`] was taken by someone else in the meantime, it retries
+    /// with fresh listener and admin ports: read the ports from the returned
+    /// [`Envoy`], not from this config.
     pub fn start(&self) -> anyhow::Result<Envoy> {
-        Envoy::start(&self.render())
+        self.start_with(&EnvoyOptions::default())
+    }
+
+    /// Like [`EnvoyConfig::start`] with explicit options.
+    pub fn start_with(&self, options: &EnvoyOptions) -> anyhow::Result<Envoy> {
+        const ATTEMPTS: usize = 3;
+        let mut config = self.clone();
+        let mut attempt = 1;
+        loop {
+            match Envoy::start_with(&config.render(), options) {
+                Err(err) if attempt < ATTEMPTS && is_port_clash(&err) => {
+                    config.listener_port = free_port();
+                    config.admin_port = free_port();
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The whole bootstrap: admin, the listener and the clusters.
