@@ -575,3 +575,35 @@ fn webhook_events_carry_hash_size_and_unique_key_never_signature_or_body() {
     }
     assert!(values(&calls[0].headers, "x-lago-signature").is_empty());
 }
+
+#[test]
+fn a_backlog_beyond_the_calls_in_flight_drains_as_batches_are_acknowledged() {
+    let host = host_with(
+        Audit {
+            events: "denied",
+            batch_size: 2,
+            queue_limit: 100,
+        },
+        1,
+    );
+    let expected: Vec<String> = (0..12).map(|_| denied(&host, 0)).collect();
+    host.tick(0).unwrap();
+    let first = calls(&host);
+    assert!(
+        (1..6).contains(&first.len()),
+        "a few batches in flight at most, not all six: {}",
+        first.len()
+    );
+    // Each acknowledgement makes room for the next batch without a tick.
+    let mut shipped = Vec::new();
+    while let Some(call) = calls(&host).into_iter().next() {
+        shipped.extend(ids(&events_of(&call)));
+        host.respond_http_call(call.token, 200, &[], b"{}").unwrap();
+    }
+    shipped.sort();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(shipped, expected);
+    assert_eq!(metric(&host, "avb.audit.sent"), 12);
+    assert_eq!(metric(&host, "avb.audit.queue_depth"), 0);
+}

@@ -774,3 +774,42 @@ fn hostile_inputs_never_trap_the_vm() {
     assert_eq!(action, Action::Continue);
     assert!(request.forwarded());
 }
+
+#[test]
+fn refused_reconfiguration_keeps_the_running_policy() {
+    let host = host_for(&policy(), 2);
+    let mut broken = policy();
+    broken["rules"][0]["path"] = json!("/api/v1/{unclosed");
+    let error = format!("{:#}", host.reconfigure(broken.to_string()).unwrap_err());
+    assert!(error.contains("policy refused"), "{error}");
+    assert!(error.contains("unclosed"), "{error}");
+    for worker in 0..2 {
+        let (request, _) = send(&host, worker, &refs(&get("/api/v1/audit/logs", None)));
+        assert_eq!(reply(&request).status, 401, "worker {worker}");
+        assert_eq!(host.vm_failure(worker), None);
+    }
+}
+
+#[test]
+fn a_new_policy_applies_to_the_next_requests() {
+    let host = host_for(&policy(), 2);
+    let developer = bearer(&token("dev", &["DEVELOPER"], None));
+    let (before, _) = send(
+        &host,
+        1,
+        &refs(&get("/api/v1/audit/logs", Some(&developer))),
+    );
+    assert_eq!(reply(&before).status, 403);
+    let mut open = policy();
+    open["rules"][0]["any_of"] = json!(["DEVELOPER"]);
+    host.reconfigure(open.to_string()).unwrap();
+    for worker in 0..2 {
+        let (after, action) = send(
+            &host,
+            worker,
+            &refs(&get("/api/v1/audit/logs", Some(&developer))),
+        );
+        assert_eq!(action, Action::Continue, "worker {worker}");
+        assert!(after.forwarded());
+    }
+}

@@ -612,3 +612,162 @@ fn webhook_rule_needs_no_bearer_token_and_ignores_one() {
     assert!(request.forwarded());
     assert!(values(&request.upstream_headers(), "x-avb-subject").is_empty());
 }
+
+#[test]
+fn delivery_without_a_body_is_verified_over_the_empty_body() {
+    let host = host();
+    let request = host.request(0);
+    let headers = delivery_headers(&refs(&hmac_headers(CURRENT_KEY, b"")), None, "uk-empty");
+    assert_eq!(
+        request.headers(&refs(&headers), true).unwrap(),
+        Action::Continue
+    );
+    assert!(request.forwarded());
+    assert_eq!(
+        one(&request.upstream_headers(), "x-avb-webhook-key"),
+        "current"
+    );
+
+    let request = host.request(0);
+    let headers = delivery_headers(&refs(&hmac_headers(CURRENT_KEY, b"x")), None, "uk-empty");
+    assert_eq!(
+        request.headers(&refs(&headers), true).unwrap(),
+        Action::Pause
+    );
+    assert_rejected(&request, 401, "invalid_signature");
+}
+
+#[test]
+fn hostile_webhook_headers_and_bodies_never_trap_the_vm() {
+    let host = host();
+    let huge = "A".repeat(300_000);
+    let dots = format!(
+        "{}.{}.{}",
+        "e".repeat(40_000),
+        "e".repeat(40_000),
+        "e".repeat(40_000)
+    );
+    let jwt_like = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.{}",
+        "eyJkYXRhIjoi".repeat(1000),
+        "A".repeat(342)
+    );
+    let cases: Vec<(Headers, Option<usize>)> = vec![
+        (
+            vec![
+                ("x-lago-signature".to_owned(), huge.clone()),
+                ("x-lago-signature-algorithm".to_owned(), "hmac".to_owned()),
+            ],
+            Some(LAGO_BODY.len()),
+        ),
+        (
+            vec![
+                ("x-lago-signature".to_owned(), dots),
+                ("x-lago-signature-algorithm".to_owned(), "jwt".to_owned()),
+            ],
+            None,
+        ),
+        (
+            vec![
+                ("x-lago-signature".to_owned(), jwt_like),
+                ("x-lago-signature-algorithm".to_owned(), "jwt".to_owned()),
+            ],
+            None,
+        ),
+        (
+            vec![
+                ("x-lago-signature".to_owned(), "====".repeat(11)),
+                ("x-lago-signature-algorithm".to_owned(), huge.clone()),
+                ("x-lago-unique-key".to_owned(), huge.clone()),
+            ],
+            None,
+        ),
+        (
+            vec![
+                (
+                    "x-lago-signature".to_owned(),
+                    sign_hmac(CURRENT_KEY.as_bytes(), LAGO_BODY),
+                ),
+                ("x-lago-signature-algorithm".to_owned(), "hmac".to_owned()),
+                ("content-length".to_owned(), "-1".to_owned()),
+            ],
+            None,
+        ),
+        (
+            vec![
+                (
+                    "x-lago-signature".to_owned(),
+                    sign_hmac(CURRENT_KEY.as_bytes(), LAGO_BODY),
+                ),
+                ("x-lago-signature-algorithm".to_owned(), "hmac".to_owned()),
+                (
+                    "content-length".to_owned(),
+                    "99999999999999999999999".to_owned(),
+                ),
+            ],
+            None,
+        ),
+    ];
+    for (index, (signature, length)) in cases.iter().enumerate() {
+        let request = host.request(0);
+        let headers = delivery_headers(&refs(signature), *length, "uk-hostile");
+        let at_headers = request.headers(&refs(&headers), false);
+        assert!(at_headers.is_ok(), "case {index}: {at_headers:?}");
+        let body = request.body(LAGO_BODY, true);
+        assert!(body.is_ok(), "case {index}: {body:?}");
+        // Only the genuine signature with a nonsense length may pass, and
+        // then with the body intact.
+        if request.forwarded() {
+            assert_eq!(request.upstream_body(), LAGO_BODY, "case {index}");
+        } else {
+            let status = reply(&request).status;
+            assert!([401, 413].contains(&status), "case {index}: {status}");
+        }
+        request.done().unwrap();
+        assert_eq!(host.vm_failure(0), None, "case {index}");
+    }
+    // A non-UTF-8 body under a JWT signature is refused, not a trap.
+    let (request, _) = deliver(
+        &host,
+        0,
+        &jwt_headers(LAGO_PRIVATE_PEM, LAGO_ISSUER, LAGO_BODY),
+        &[0xff, 0xfe, 0xfd],
+        "uk-bytes",
+    );
+    assert_rejected(&request, 401, "invalid_signature");
+    assert_eq!(host.vm_failure(0), None);
+}
+
+#[test]
+fn a_delivery_held_across_a_policy_change_is_verified_by_the_policy_it_started_with() {
+    let host = host();
+    let request = host.request(0);
+    let headers = delivery_headers(
+        &refs(&hmac_headers(CURRENT_KEY, LAGO_BODY)),
+        Some(LAGO_BODY.len()),
+        "uk-reconfigure",
+    );
+    assert_eq!(
+        request.headers(&refs(&headers), false).unwrap(),
+        Action::Pause
+    );
+    // The new policy no longer knows the key this delivery was signed with.
+    let mut rotated = policy(&["hmac", "jwt"]);
+    rotated["webhooks"]["lago"]["hmac_keys"] =
+        json!([{"id": "next", "secret": "99999999-8888-7777-6666-555555555555"}]);
+    host.reconfigure(rotated.to_string()).unwrap();
+    assert_eq!(request.body(LAGO_BODY, true).unwrap(), Action::Continue);
+    assert_eq!(
+        one(&request.upstream_headers(), "x-avb-webhook-key"),
+        "current"
+    );
+    // A new delivery signed with the old key is refused by the new policy.
+    let (after, _) = deliver(
+        &host,
+        0,
+        &hmac_headers(CURRENT_KEY, LAGO_BODY),
+        LAGO_BODY,
+        "uk-2",
+    );
+    assert_rejected(&after, 401, "invalid_signature");
+}
