@@ -331,53 +331,75 @@ fn verify_chain(database_url: &str) {
     );
 }
 
+/// What the stored record of one denial must say.
+struct Expected {
+    status: u16,
+    kind: &'static str,
+    reason: &'static str,
+    rule: Option<&'static str>,
+    subject: Option<&'static str>,
+}
+
 #[test]
 fn denials_through_envoy_are_listed_for_an_operator_with_their_decision_ids_and_no_token() {
     let stack = AuditStack::start(Events::Denied, 1);
     let developer = token("dev-1", &["DEVELOPER"], "tenant-a");
     let broken = format!("{developer}x");
 
-    // (request, status, kind, reason, rule, subject)
-    let cases: Vec<(RawRequest, u16, &str, &str, Option<&str>, Option<&str>)> = vec![
+    let cases: Vec<(RawRequest, Expected)> = vec![
         (
             RawRequest::get("/api/v1/stt/metrics"),
-            401,
-            "authz.unauthenticated",
-            "missing_token",
-            Some("stt.metrics"),
-            None,
+            Expected {
+                status: 401,
+                kind: "authz.unauthenticated",
+                reason: "missing_token",
+                rule: Some("stt.metrics"),
+                subject: None,
+            },
         ),
         (
             RawRequest::get("/api/v1/stt/config").bearer(&broken),
-            401,
-            "authz.unauthenticated",
-            "invalid_token",
-            Some("stt.config.get"),
-            None,
+            Expected {
+                status: 401,
+                kind: "authz.unauthenticated",
+                reason: "invalid_token",
+                rule: Some("stt.config.get"),
+                subject: None,
+            },
         ),
         (
             RawRequest::get("/api/v1/llm/config").bearer(&developer),
-            403,
-            "authz.denied",
-            "missing_role",
-            Some("llm.config.get"),
-            Some("dev-1"),
+            Expected {
+                status: 403,
+                kind: "authz.denied",
+                reason: "missing_role",
+                rule: Some("llm.config.get"),
+                subject: Some("dev-1"),
+            },
         ),
         (
             // Envoy passes `;` parameters on; the filter refuses them.
             RawRequest::get("/api/v1/llm/config;x=1").bearer(&developer),
-            400,
-            "request.rejected",
-            "non_canonical_path",
-            None,
-            None,
+            Expected {
+                status: 400,
+                kind: "request.rejected",
+                reason: "non_canonical_path",
+                rule: None,
+                subject: None,
+            },
         ),
     ];
     let mut expected = Vec::new();
-    for (request, status, kind, reason, rule, subject) in cases {
+    for (request, want) in cases {
         let response = stack.send(request);
-        assert_eq!(response.status, status, "{kind}: {}", response.text());
-        expected.push((decision_id(&response), status, kind, reason, rule, subject));
+        assert_eq!(
+            response.status,
+            want.status,
+            "{}: {}",
+            want.kind,
+            response.text()
+        );
+        expected.push((decision_id(&response), want));
     }
     assert!(
         stack.echo.requests().is_empty(),
@@ -386,14 +408,14 @@ fn denials_through_envoy_are_listed_for_an_operator_with_their_decision_ids_and_
 
     let ids: Vec<String> = expected.iter().map(|(id, ..)| id.clone()).collect();
     let records = stack.wait_for_ids(&ids, Duration::from_secs(30));
-    for (id, status, kind, reason, rule, subject) in &expected {
+    for (id, want) in &expected {
         let record = by_id(&records, id);
-        assert_eq!(record["kind"], *kind, "{record}");
+        assert_eq!(record["kind"], want.kind, "{record}");
         assert_eq!(record["outcome"], "deny", "{record}");
-        assert_eq!(record["status"], *status, "{record}");
-        assert_eq!(record["reason"], *reason, "{record}");
-        assert_eq!(record["rule"].as_str(), *rule, "{record}");
-        assert_eq!(record["subject"].as_str(), *subject, "{record}");
+        assert_eq!(record["status"], want.status, "{record}");
+        assert_eq!(record["reason"], want.reason, "{record}");
+        assert_eq!(record["rule"].as_str(), want.rule, "{record}");
+        assert_eq!(record["subject"].as_str(), want.subject, "{record}");
         assert_eq!(record["method"], "GET", "{record}");
         assert!(
             record["request_id"].as_str().is_some_and(|r| !r.is_empty()),
