@@ -221,7 +221,10 @@ impl Outbox {
         }
     }
 
-    /// The companion answered (or the call failed: no status).
+    /// The companion answered (or the call failed: no status). 2xx: done. 400:
+    /// done, with the malformed events refused. Anything else (401 for a wrong
+    /// ingest token, 5xx, a timeout): retried with backoff, so fixing the token or
+    /// restarting the companion loses nothing that fit in the queue.
     pub fn answered(&mut self, token: u32, status: Option<u16>, now_ms: u64, metrics: &Metrics) {
         let Some(batch) = self.in_flight.remove(&token) else {
             return;
@@ -229,6 +232,22 @@ impl Outbox {
         match status {
             Some(200..=299) => {
                 metrics.audit_sent.add(u64::from(batch.count));
+                let depth = add_depth(-i64::from(batch.count));
+                metrics.audit_queue_depth.set(depth);
+                self.pump(now_ms, metrics);
+            }
+            Some(400) => {
+                // The companion stored the valid events of the batch and
+                // refused the malformed ones: sending it again cannot change
+                // that, so it is not retried (the companion logs which ones).
+                host::log(
+                    LogLevel::Error,
+                    &format!(
+                        "avb-edge: the companion refused events of a batch of {} as malformed; not retried",
+                        batch.count
+                    ),
+                );
+                metrics.audit_failed.inc();
                 let depth = add_depth(-i64::from(batch.count));
                 metrics.audit_queue_depth.set(depth);
                 self.pump(now_ms, metrics);
