@@ -1,23 +1,72 @@
-//! The cheapest useful proxy-wasm filter: it reads one request header and
-//! lets the request go on. `make bench` runs it to measure what any Rust Wasm
-//! filter costs in Envoy (VM entry, context creation, one host call), the
-//! floor under the avb-edge filter's own cost.
+//! Baselines for `make bench`, priced against the avb-edge filter.
+//!
+//! - Default (empty plugin configuration): the cheapest useful proxy-wasm
+//!   filter. It reads one request header and lets the request go on: what any
+//!   Rust Wasm filter costs in Envoy (VM entry, context creation, one host
+//!   call), the floor under avb-edge's own cost.
+//! - Configuration `avb-host-calls`: the same host calls avb-edge makes on an
+//!   allowed request (the whole header map, the source address, the clock,
+//!   two counters, five request headers set), with no logic in between. The
+//!   difference to avb-edge is then the filter's own computing, and the
+//!   difference to the default is the host calls themselves.
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TrivialRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BaselineRoot::default()) });
 }}
 
-struct TrivialRoot;
+const HOST_CALLS_MODE: &[u8] = b"avb-host-calls";
 
-impl Context for TrivialRoot {}
+/// Counter ids, defined only in the host-calls mode.
+#[derive(Clone, Copy)]
+struct Counters {
+    allowed: u32,
+    rule_allowed: u32,
+}
 
-impl RootContext for TrivialRoot {
+#[derive(Default)]
+struct BaselineRoot {
+    counters: Option<Counters>,
+}
+
+impl Context for BaselineRoot {}
+
+impl RootContext for BaselineRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let configuration = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if configuration.as_slice() != HOST_CALLS_MODE {
+            self.counters = None;
+            return true;
+        }
+        let define = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+        match (
+            define("bench.allowed"),
+            define("bench.rule.audit.logs.list.allowed"),
+        ) {
+            (Some(allowed), Some(rule_allowed)) => {
+                self.counters = Some(Counters {
+                    allowed,
+                    rule_allowed,
+                });
+                true
+            }
+            // Refuse the configuration rather than measure something else.
+            _ => false,
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ReadOneHeader))
+        Some(match self.counters {
+            Some(counters) => Box::new(AvbHostCalls { counters }) as Box<dyn HttpContext>,
+            None => Box::new(ReadOneHeader),
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -34,6 +83,33 @@ impl HttpContext for ReadOneHeader {
         // The value is read (one host call, one copy into the VM) and dropped:
         // the point is to pay for reading a header, not to act on it.
         let _authorization = self.get_http_request_header("authorization");
+        Action::Continue
+    }
+}
+
+struct AvbHostCalls {
+    counters: Counters,
+}
+
+impl Context for AvbHostCalls {}
+
+impl HttpContext for AvbHostCalls {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Results are dropped on purpose: only the cost of the calls matters.
+        let _headers = self.get_http_request_headers_bytes();
+        let _source = self.get_property(vec!["source", "address"]);
+        let _now = self.get_current_time();
+        let _ = hostcalls::increment_metric(self.counters.allowed, 1);
+        let _ = hostcalls::increment_metric(self.counters.rule_allowed, 1);
+        for (name, value) in [
+            ("x-avb-subject", "bench-user"),
+            ("x-avb-roles", "OPERATOR"),
+            ("x-avb-tenant", "t-bench"),
+            ("x-avb-rule", "audit.logs.list"),
+            ("x-avb-decision-id", "0123456789abcdef0123456789abcdef"),
+        ] {
+            self.set_http_request_header(name, Some(value));
+        }
         Action::Continue
     }
 }
