@@ -161,7 +161,7 @@ def measure(server, scenario, tool, args):
         correct = left == 0 and others == scenario["total"] - scenario["tenant"]
         runs.append({"wall_s": wall, "busy_s": busy, "server_cpu_s": cpu, "correct": correct})
         print(
-            f"  {tool['name']}: {wall:.3f} s wall, redis busy {busy:.3f} s, "
+            f"  {tool['name'].replace(chr(92), '')}: {wall:.3f} s wall, redis busy {busy:.3f} s, "
             f"server cpu {cpu:.2f} s, {'ok' if correct else 'WRONG RESULT'}",
             file=sys.stderr,
         )
