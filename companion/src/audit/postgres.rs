@@ -27,6 +27,9 @@ use super::store::{
 /// (`CREATE ... IF NOT EXISTS` alone races). An arbitrary constant.
 const MIGRATION_LOCK: i64 = 0x000a_7b0a_0d17;
 
+/// Connect timeout when the URL does not set `connect_timeout`.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_records (
     seq       BIGINT PRIMARY KEY,
@@ -90,7 +93,12 @@ impl PostgresStore {
 }
 
 async fn open_client(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // An unreachable host must not hold a request (or readiness) for minutes.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "postgres connection closed");
