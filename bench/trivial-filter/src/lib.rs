@@ -9,6 +9,9 @@
 //!   two counters, five request headers set), with no logic in between. The
 //!   difference to avb-edge is then the filter's own computing, and the
 //!   difference to the default is the host calls themselves.
+//!   `avb-host-calls:` followed by a comma-separated subset of `headers`,
+//!   `source`, `clock`, `counters`, `set-headers` makes only those calls (to
+//!   price them one by one).
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -19,9 +22,19 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BaselineRoot::default()) });
 }}
 
-const HOST_CALLS_MODE: &[u8] = b"avb-host-calls";
+const HOST_CALLS_MODE: &str = "avb-host-calls";
 
-/// Counter ids, defined only in the host-calls mode.
+/// Which of avb-edge's host calls the host-calls mode makes.
+#[derive(Clone, Copy)]
+struct HostCalls {
+    header_map: bool,
+    source_address: bool,
+    clock: bool,
+    counters: Option<Counters>,
+    set_headers: bool,
+}
+
+/// Counter ids.
 #[derive(Clone, Copy)]
 struct Counters {
     allowed: u32,
@@ -30,7 +43,7 @@ struct Counters {
 
 #[derive(Default)]
 struct BaselineRoot {
-    counters: Option<Counters>,
+    host_calls: Option<HostCalls>,
 }
 
 impl Context for BaselineRoot {}
@@ -41,30 +54,50 @@ impl RootContext for BaselineRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
-        if configuration.as_slice() != HOST_CALLS_MODE {
-            self.counters = None;
-            return true;
+        let configuration = String::from_utf8_lossy(&configuration);
+        let Some(rest) = configuration.strip_prefix(HOST_CALLS_MODE) else {
+            self.host_calls = None;
+            return configuration.is_empty();
+        };
+        let all = ["headers", "source", "clock", "counters", "set-headers"];
+        let chosen: Vec<&str> = match rest.strip_prefix(':') {
+            Some(list) => list.split(',').map(str::trim).collect(),
+            None if rest.is_empty() => all.to_vec(),
+            // Refuse a configuration it does not understand rather than
+            // measure something else.
+            None => return false,
+        };
+        if chosen.iter().any(|call| !all.contains(call)) {
+            return false;
         }
-        let define = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
-        match (
-            define("bench.allowed"),
-            define("bench.rule.audit.logs.list.allowed"),
-        ) {
-            (Some(allowed), Some(rule_allowed)) => {
-                self.counters = Some(Counters {
+        let counters = if chosen.contains(&"counters") {
+            let define = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+            match (
+                define("bench.allowed"),
+                define("bench.rule.audit.logs.list.allowed"),
+            ) {
+                (Some(allowed), Some(rule_allowed)) => Some(Counters {
                     allowed,
                     rule_allowed,
-                });
-                true
+                }),
+                _ => return false,
             }
-            // Refuse the configuration rather than measure something else.
-            _ => false,
-        }
+        } else {
+            None
+        };
+        self.host_calls = Some(HostCalls {
+            header_map: chosen.contains(&"headers"),
+            source_address: chosen.contains(&"source"),
+            clock: chosen.contains(&"clock"),
+            counters,
+            set_headers: chosen.contains(&"set-headers"),
+        });
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(match self.counters {
-            Some(counters) => Box::new(AvbHostCalls { counters }) as Box<dyn HttpContext>,
+        Some(match self.host_calls {
+            Some(calls) => Box::new(AvbHostCalls { calls }) as Box<dyn HttpContext>,
             None => Box::new(ReadOneHeader),
         })
     }
@@ -88,7 +121,7 @@ impl HttpContext for ReadOneHeader {
 }
 
 struct AvbHostCalls {
-    counters: Counters,
+    calls: HostCalls,
 }
 
 impl Context for AvbHostCalls {}
@@ -96,11 +129,23 @@ impl Context for AvbHostCalls {}
 impl HttpContext for AvbHostCalls {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // Results are dropped on purpose: only the cost of the calls matters.
-        let _headers = self.get_http_request_headers_bytes();
-        let _source = self.get_property(vec!["source", "address"]);
-        let _now = self.get_current_time();
-        let _ = hostcalls::increment_metric(self.counters.allowed, 1);
-        let _ = hostcalls::increment_metric(self.counters.rule_allowed, 1);
+        let calls = self.calls;
+        if calls.header_map {
+            let _headers = self.get_http_request_headers_bytes();
+        }
+        if calls.source_address {
+            let _source = self.get_property(vec!["source", "address"]);
+        }
+        if calls.clock {
+            let _now = self.get_current_time();
+        }
+        if let Some(counters) = calls.counters {
+            let _ = hostcalls::increment_metric(counters.allowed, 1);
+            let _ = hostcalls::increment_metric(counters.rule_allowed, 1);
+        }
+        if !calls.set_headers {
+            return Action::Continue;
+        }
         for (name, value) in [
             ("x-avb-subject", "bench-user"),
             ("x-avb-roles", "OPERATOR"),
