@@ -359,6 +359,59 @@ pub fn signed_by_fixture_key(token: &str) -> bool {
     })
 }
 
+/// The fixture HS256 secret (`hs256-1`), for the jwt target's structured
+/// mode: fuzzed header and claims JSON, validly signed, so mutations reach
+/// the checks behind the signature.
+pub fn fixture_hs256_secret() -> Vec<u8> {
+    let jwks: Value = serde_json::from_str(FIXTURE_JWKS).unwrap_or(Value::Null);
+    jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|key| key["kid"] == "hs256-1")
+        .and_then(|key| key["k"].as_str())
+        .and_then(|k| URL_SAFE_NO_PAD.decode(k).ok())
+        .unwrap_or_default()
+}
+
+/// A compact JWS over the exact `header` and `claims` bytes, HMAC-SHA256
+/// signed with `secret`.
+pub fn hs256_over(secret: &[u8], header: &[u8], claims: &[u8]) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let tag = Hmac::<Sha256>::new_from_slice(secret)
+        .map(|mac| {
+            mac.chain_update(input.as_bytes())
+                .finalize()
+                .into_bytes()
+                .to_vec()
+        })
+        .unwrap_or_default();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// What must hold of the claims of any token the jwt policy lets through at
+/// [`NOW`] (60 s skew): trusted issuer, our audience, unexpired, started.
+pub fn claims_acceptable(claims: &Value) -> bool {
+    const SKEW: f64 = 60.0;
+    #[allow(clippy::cast_precision_loss)]
+    let now = NOW as f64;
+    let audience_ok = match &claims["aud"] {
+        Value::String(aud) => aud == "avb-api",
+        Value::Array(list) => list.iter().any(|a| a == "avb-api"),
+        _ => false,
+    };
+    let exp_ok = claims["exp"].as_f64().is_some_and(|exp| now < exp + SKEW);
+    let not_before_ok = |name: &str| match claims.get(name) {
+        None => true,
+        Some(value) => value.as_f64().is_some_and(|t| t <= now + SKEW),
+    };
+    claims["iss"] == ISSUER && audience_ok && exp_ok && not_before_ok("nbf") && not_before_ok("iat")
+}
+
 /// Independent check of a Lago HMAC delivery: the id of the first key whose
 /// base64 HMAC-SHA256 of `body` equals `signature`.
 pub fn lago_hmac_key_for(signature: &str, body: &[u8]) -> Option<&'static str> {
@@ -551,6 +604,27 @@ mod tests {
         let token = include_str!("../../plugin/tests/fixtures/lago/valid.jwt").trim();
         assert!(lago_jwt_signed_for(token, body));
         assert!(!lago_jwt_signed_for(token, b"{}"));
+    }
+
+    #[test]
+    fn structured_tokens_verify_and_claims_rules_hold() {
+        let claims = json!({"iss": ISSUER, "aud": ["x", "avb-api"], "exp": NOW + 1, "nbf": NOW});
+        let token = hs256_over(
+            &fixture_hs256_secret(),
+            br#"{"alg":"HS256","kid":"hs256-1"}"#,
+            claims.to_string().as_bytes(),
+        );
+        assert!(signed_by_fixture_key(&token));
+        assert!(claims_acceptable(&claims));
+        assert!(!claims_acceptable(
+            &json!({"iss": ISSUER, "aud": "avb-api", "exp": NOW - 61})
+        ));
+        assert!(!claims_acceptable(
+            &json!({"iss": ISSUER, "aud": "other", "exp": NOW + 9})
+        ));
+        assert!(!claims_acceptable(
+            &json!({"iss": ISSUER, "aud": "avb-api", "exp": NOW + 9, "nbf": NOW + 61})
+        ));
     }
 
     #[test]
