@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,7 +33,8 @@ use avb_tests::echo::EchoServer;
 use avb_tests::http::RawRequest;
 use avb_tests::procs::companion::{run_companion, CompanionConfig, CompanionServer};
 use avb_tests::procs::envoy::{dev_env, shipped_policy_json, Envoy, EnvoyConfig, EnvoyOptions};
-use avb_tests::procs::{free_port, temp_dir, wait_for_port, wasm_path, workspace_root, ChildGuard};
+use avb_tests::procs::redis::RedisServer;
+use avb_tests::procs::{free_port, temp_dir, wasm_path, workspace_root};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -390,67 +390,6 @@ fn run_client(
     report
 }
 
-/// A private `redis-server` on a fixed port, so the companion finds it
-/// again after a restart.
-struct RestartableRedis {
-    port: u16,
-    guard: Option<ChildGuard>,
-    dir: tempfile::TempDir,
-}
-
-impl RestartableRedis {
-    fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            guard: None,
-            dir: temp_dir("soak-redis").expect("temp dir"),
-        };
-        redis.start_again();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn start_again(&mut self) {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--logfile", ""])
-            .arg("--dir")
-            .arg(self.dir.path());
-        let guard = ChildGuard::spawn("soak-redis", command).expect("redis-server starts");
-        wait_for_port(self.port, Duration::from_secs(20)).expect("redis-server listens");
-        self.guard = Some(guard);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut guard) = self.guard.take() {
-            guard.stop();
-        }
-    }
-}
-
-/// The pid of this process's child whose command name is `name`.
-fn child_pid_named(name: &str) -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (head, tail) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1;
-            let parent: u32 = tail.split_whitespace().nth(1)?.parse().ok()?;
-            (parent == me && comm == name).then_some(pid)
-        })
-}
-
 /// `VmRSS` of a process in kB.
 fn resident_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
@@ -513,7 +452,8 @@ fn steady_load_with_companion_and_redis_restarts_keeps_decisions_audit_and_memor
         );
     }
 
-    let mut redis = RestartableRedis::start();
+    let redis_port = free_port();
+    let mut redis = Some(RedisServer::start_on_port(redis_port).expect("redis-server starts"));
     let database_dir = temp_dir("soak-db").expect("temp dir");
     let database_url = format!(
         "sqlite://{}",
@@ -522,7 +462,7 @@ fn steady_load_with_companion_and_redis_restarts_keeps_decisions_audit_and_memor
     let mut companion_config = CompanionConfig::new(&database_url);
     companion_config.ingest_token = dev_value("AVB_INGEST_TOKEN");
     companion_config.policy = Some(workspace_root().join("envoy/policies/agentvoicebox.yaml"));
-    companion_config.redis_url = Some(redis.url());
+    companion_config.redis_url = Some(format!("redis://127.0.0.1:{redis_port}"));
     companion_config.env = env
         .iter()
         .filter(|(name, _)| *name != "AVB_INGEST_TOKEN")
@@ -544,7 +484,7 @@ fn steady_load_with_companion_and_redis_restarts_keeps_decisions_audit_and_memor
     };
     let mut envoy = Envoy::start_with(&config.render(), &options).expect("envoy starts");
     let port = envoy.listener_port().expect("listener");
-    let envoy_pid = child_pid_named("envoy").expect("envoy is a child of this test");
+    let envoy_pid = envoy.pid();
     let stat = |envoy: &Envoy, name: &str| envoy.stat(name).expect("stats").unwrap_or(0);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -591,9 +531,11 @@ fn steady_load_with_companion_and_redis_restarts_keeps_decisions_audit_and_memor
                         );
                     }
                     Fault::RedisRestarted => {
-                        redis.stop();
+                        drop(redis.take());
                         std::thread::sleep(REDIS_DOWN);
-                        redis.start_again();
+                        redis = Some(
+                            RedisServer::start_on_port(redis_port).expect("redis-server restarts"),
+                        );
                     }
                 }
                 restarts.push(format!("{:?}@{}s", fault, at.as_secs()));
@@ -736,5 +678,5 @@ fn steady_load_with_companion_and_redis_restarts_keeps_decisions_audit_and_memor
         "envoy's resident memory grew {:.1}% ({rss_warm} kB -> {rss_end} kB)",
         growth * 100.0
     );
-    redis.stop();
+    drop(redis);
 }

@@ -49,6 +49,12 @@ impl RedisServer {
         )
     }
 
+    /// A standalone server on a given port (e.g. to restart one on the port
+    /// a client was already given).
+    pub fn start_on_port(port: u16) -> anyhow::Result<Self> {
+        Self::start_on(port, &[])
+    }
+
     fn start_on(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = temp_dir("redis")?;
         let mut command = Command::new("redis-server");
