@@ -305,10 +305,12 @@ fn path_attacks() -> Vec<Attack> {
         "/api/v1/audit/logs/%C0%AE%C0%AE/logs/export",
         "/api/v1/audit/logs%C0%AFexport",
         "/api/v1/audit/logs/export%C0%AE",
-        // lookalike segments. Not yet here: `export%20` and `export%C2%A0`
-        // (trailing encoded whitespace) are canonical today and reach the
-        // upstream as a log id; added once the path check refuses them.
+        // lookalike segments: a trimming upstream would read `export`
         "/api/v1/audit/logs/export.",
+        "/api/v1/audit/logs/export%20",
+        "/api/v1/audit/logs/%20export",
+        "/api/v1/audit/logs/export%C2%A0",
+        "/api/v1/audit/logs/export%E2%80%8B",
         "/api/v1/audit/logs/export%2E",
         "/api/v1/audit/logs/export%09",
         "/api/v1/audit/logs/export%00",

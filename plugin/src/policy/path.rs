@@ -30,6 +30,8 @@ pub enum PathError {
     DotSegment,
     #[error("path segment ends with `.`")]
     TrailingDot,
+    #[error("path segment starts or ends with (encoded) whitespace")]
+    EdgeWhitespace,
     #[error("path contains a backslash")]
     Backslash,
     #[error("path contains a `;` parameter")]
@@ -104,7 +106,11 @@ pub fn canonical_path(raw: &str) -> Result<&str, PathError> {
     }
     let mut needs_utf8_check = false;
     for segment in segments.split('/') {
-        needs_utf8_check |= check_segment(segment)?;
+        let has_non_ascii_escape = check_segment(segment)?;
+        if has_non_ascii_escape && decoded_edge_is_whitespace(segment) {
+            return Err(PathError::EdgeWhitespace);
+        }
+        needs_utf8_check |= has_non_ascii_escape;
     }
     if needs_utf8_check {
         check_escapes_are_utf8(segments)?;
@@ -123,6 +129,11 @@ pub(crate) fn check_segment(segment: &str) -> Result<bool, PathError> {
     }
     if segment.ends_with('.') {
         return Err(PathError::TrailingDot);
+    }
+    // `export%20` would match `{id}` here, and an upstream that trims the
+    // segment would serve `export`: a lookalike, like a trailing dot.
+    if segment.starts_with("%20") || segment.ends_with("%20") {
+        return Err(PathError::EdgeWhitespace);
     }
     let bytes = segment.as_bytes();
     let mut has_non_ascii_escape = false;
@@ -191,6 +202,35 @@ fn check_escapes_are_utf8(path: &str) -> Result<(), PathError> {
     std::str::from_utf8(&decoded)
         .map(|_| ())
         .map_err(|_| PathError::InvalidUtf8)
+}
+
+/// Whether a segment with non-ASCII escapes decodes to text that starts or
+/// ends with Unicode whitespace or an invisible character (`export%C2%A0`),
+/// which a trimming upstream would drop. Segments that are not valid UTF-8
+/// are refused later by [`check_escapes_are_utf8`].
+fn decoded_edge_is_whitespace(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            match decode_escape(bytes.get(at + 1..at + 3)) {
+                Ok(byte) => decoded.push(byte),
+                Err(_) => return false,
+            }
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    let Ok(text) = std::str::from_utf8(&decoded) else {
+        return false;
+    };
+    let invisible = |c: char| {
+        c.is_whitespace() || matches!(c, '\u{200B}' | '\u{2060}' | '\u{FEFF}' | '\u{180E}')
+    };
+    text.chars().next().is_some_and(invisible) || text.chars().next_back().is_some_and(invisible)
 }
 
 /// RFC 3986 unreserved: ALPHA DIGIT `-` `.` `_` `~`.
@@ -379,6 +419,27 @@ mod tests {
             Err(PathError::TrailingDot)
         );
         assert_eq!(canonical_path("/a./b"), Err(PathError::TrailingDot));
+    }
+
+    #[test]
+    fn segment_ending_in_encoded_whitespace_is_not_canonical() {
+        for path in [
+            "/api/v1/audit/logs/export%20",
+            "/api/v1/audit/logs/%20export",
+            "/api/v1/audit/logs/export%C2%A0",
+            "/api/v1/audit/logs/export%E2%80%8B",
+            "/api/v1/audit/logs/%EF%BB%BFexport",
+            "/api/v1/audit/logs/export%E3%80%80/x",
+        ] {
+            assert_eq!(
+                canonical_path(path),
+                Err(PathError::EdgeWhitespace),
+                "{path}"
+            );
+        }
+        // Whitespace inside a segment is not a lookalike of another segment.
+        assert_eq!(canonical_path("/a%20b"), Ok("/a%20b"));
+        assert_eq!(canonical_path("/caf%C3%A9"), Ok("/caf%C3%A9"));
         assert_eq!(canonical_path("/.well-known/x"), Ok("/.well-known/x"));
     }
 
