@@ -1022,6 +1022,11 @@ class Suite:
         sink = self.envoy("audit-sink", [], cpu=0)
         sink.wait_ready()
         to_sink = self.ours("audit-all-sink", audit_all, [static_cluster("avb_companion", sink.port)])
+        # And with batches ten times larger: per-batch or per-event cost?
+        big_batches = copy.deepcopy(audit_all)
+        big_batches["audit"]["batch_size"] = 1000
+        big_batches["audit"]["queue_limit"] = 20_000
+        to_sink_big = self.ours("audit-all-sink-b1000", big_batches, [static_cluster("avb_companion", sink.port)])
         self.wait_all_ready()
         headers = self.bearer(self.signers.mint("HS256", ["OPERATOR"]))
         cases = [
@@ -1029,6 +1034,8 @@ class Suite:
             Case("audit-all", "avb-edge, events: all -> avb-companion", on, self.script("audit-all", headers=headers), 200, headers=headers),
             Case("audit-all-sink", "experiment: avb-edge, events: all -> a 200 sink", to_sink,
                  self.script("audit-all-sink", headers=headers), 200, headers=headers),
+            Case("audit-all-sink-b1000", "experiment: same, batch_size 1000", to_sink_big,
+                 self.script("audit-all-sink-b1000", headers=headers), 200, headers=headers),
         ]
         before = companion.ingested()
         summaries = measure_interleaved(cases, self.wrk, self.args.rounds, self.args.warmup)
@@ -1036,7 +1043,7 @@ class Suite:
         stats = on.stats("wasmcustom")
         summaries["audit-all"]["events_ingested_during_rounds"] = companion.ingested() - before
         summaries["audit-all"]["filter_audit_stats"] = {k: v for k, v in stats.items() if "avb.audit." in k}
-        for key in ("audit-all", "audit-all-sink"):
+        for key in ("audit-all", "audit-all-sink", "audit-all-sink-b1000"):
             compare(summaries[key], summaries["audit-off"], "audit_off")
             summaries[key]["cost"] = 1 - summaries[key]["vs_audit_off"]
             summaries[key]["cpu_cost"] = 1 - summaries[key]["cpu_vs_audit_off"]
@@ -1374,7 +1381,7 @@ def markdown(results):
         lines.append("")
         lines.append("| setup | req/s | p50 ms | p99 ms | Envoy CPU µs/req | cost vs audit off (R / C) |")
         lines.append("|---|---|---|---|---|---|")
-        for key in ("audit-off", "audit-all", "audit-all-sink"):
+        for key in ("audit-off", "audit-all", "audit-all-sink", "audit-all-sink-b1000"):
             case = events_all[key]
             cost = f"{case['cost']:.1%} / {case['cpu_cost']:.1%}" if "cost" in case else "-"
             lines.append(
