@@ -16,8 +16,8 @@ use super::identity::{ClaimPath, ClaimSettings, Verifier};
 use super::matcher::{RouteTable, Template};
 use super::path::check_method;
 use super::roles::{is_valid_role_name, RoleGraph};
-use crate::strict_json::parse_strict;
 use super::{IdentitySettings, IdentitySource, Mode, Policy, Requirement, Rule, Unmatched};
+use crate::strict_json::parse_strict;
 
 /// Largest `clock_skew_seconds`: more would make `exp` meaningless.
 pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;

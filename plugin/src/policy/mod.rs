@@ -30,6 +30,7 @@ pub mod roles;
 
 use std::collections::BTreeMap;
 
+pub use crate::strict_json::StrictJsonError;
 pub use audit_settings::{AuditLevel, AuditSettings};
 pub use config::RawPolicy;
 pub use decision::{Authorization, Decision, DecisionKind, Effect, Request};
@@ -37,7 +38,6 @@ pub use error::{ConfigError, KeyError};
 pub use identity::{Identity, TokenCache};
 pub use matcher::{RouteTable, Template, TemplateError};
 pub use path::{canonical_path, check_method, MethodError, PathError};
-pub use crate::strict_json::StrictJsonError;
 
 use identity::{ClaimSettings, Verifier};
 use roles::RoleGraph;
