@@ -1016,10 +1016,13 @@ class Suite:
         audit_off.pop("audit", None)
         on = self.ours("audit-all", audit_all, [static_cluster("avb_companion", companion.port)])
         off = self.ours("audit-off", audit_off)
-        # Experiment: the same events to a sink that answers 200 and keeps
-        # nothing (an Envoy direct_response on the load generator's CPU), to
-        # tell the filter's share of the cost from the companion's.
-        sink = self.envoy("audit-sink", [], cpu=0)
+        # Experiment: the same events to a sink that reads each batch and
+        # answers 200, keeping nothing (an Envoy with a buffer filter and a
+        # direct_response, on the load generator's CPU), to tell the filter's
+        # share of the cost from the companion's. Without the buffer filter
+        # the sink would answer before the body is in and Envoy would close
+        # the connection after every batch.
+        sink = self.envoy("audit-sink", [buffer_filter()], cpu=0)
         sink.wait_ready()
         to_sink = self.ours("audit-all-sink", audit_all, [static_cluster("avb_companion", sink.port)])
         # And with batches ten times larger: per-batch or per-event cost?
