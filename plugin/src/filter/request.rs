@@ -380,7 +380,7 @@ impl EdgeRequest {
         &mut self,
         shared: &Shared,
         rejection: Rejection,
-        body: Option<(&[u8], u64)>,
+        body: Option<([u8; 32], u64)>,
     ) {
         let Some(held) = self.held.take() else { return };
         if let Some(m) = shared.metrics.webhooks.get(&held.name) {
@@ -428,10 +428,10 @@ impl EdgeRequest {
         };
         match outcome {
             Err(rejection) => {
-                self.reject_webhook(shared, rejection, Some((&body, size)));
+                self.reject_webhook(shared, rejection, Some((sha256(&body), size)));
                 Action::Pause
             }
-            Ok(verified) => self.accept_webhook(shared, verifier, verified, &body),
+            Ok(verified) => self.accept_webhook(shared, verifier, verified, size),
         }
     }
 
@@ -440,7 +440,7 @@ impl EdgeRequest {
         shared: &Shared,
         verifier: &LagoVerifier,
         verified: crate::webhook::Verified,
-        body: &[u8],
+        body_size: u64,
     ) -> Action {
         let Some(held) = self.held.take() else {
             return Action::Continue;
@@ -454,7 +454,7 @@ impl EdgeRequest {
             }
             if self.base.audit != Some(AuditLevel::None) {
                 let mut event = self.event(shared, "webhook.duplicate", true, 200, "duplicate");
-                webhook_details(&mut event, &held, Some((body, body.len() as u64)));
+                webhook_details(&mut event, &held, Some((verified.body_sha256, body_size)));
                 self.record(shared, event);
             }
             self.webhook_reply(
@@ -471,7 +471,7 @@ impl EdgeRequest {
         }
         if self.base.audit != Some(AuditLevel::None) {
             let mut event = self.event(shared, "webhook.verified", false, 200, "verified");
-            webhook_details(&mut event, &held, Some((body, body.len() as u64)));
+            webhook_details(&mut event, &held, Some((verified.body_sha256, body_size)));
             event
                 .details
                 .insert("key_id".into(), verified.key_id.clone().into());
@@ -488,8 +488,7 @@ impl EdgeRequest {
 }
 
 /// Webhook facts for the audit trail: never the signature or the body itself.
-fn webhook_details(event: &mut AuditEvent, held: &HeldWebhook, body: Option<(&[u8], u64)>) {
-    use sha2::{Digest, Sha256};
+fn webhook_details(event: &mut AuditEvent, held: &HeldWebhook, body: Option<([u8; 32], u64)>) {
     event
         .details
         .insert("webhook".into(), held.name.clone().into());
@@ -498,12 +497,16 @@ fn webhook_details(event: &mut AuditEvent, held: &HeldWebhook, body: Option<(&[u
             .details
             .insert("unique_key".into(), key.clone().into());
     }
-    if let Some((bytes, size)) = body {
-        let digest = Sha256::digest(bytes);
+    if let Some((digest, size)) = body {
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         event.details.insert("body_sha256".into(), hex.into());
         event.details.insert("body_size".into(), size.into());
     }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
 }
 
 impl Context for EdgeRequest {}

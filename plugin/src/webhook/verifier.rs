@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPublicKey;
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 
 use super::jwt::{parse_lago_token, UnverifiedLagoToken};
 
@@ -158,6 +158,8 @@ pub struct Verified {
     /// it: that header is not signed, so a replayed body with a fresh unique
     /// key must still be recognised.
     pub fingerprint: [u8; 32],
+    /// SHA-256 of the body (computed once, for the fingerprint and the audit record).
+    pub body_sha256: [u8; 32],
 }
 
 /// Why a delivery is refused. The reply is `{"error": code}` with `status`.
@@ -267,9 +269,11 @@ impl LagoVerifier {
                 JWT_KEY_ID.to_owned()
             }
         };
+        let body_sha256: [u8; 32] = Sha256::digest(body).into();
         Ok(Verified {
             key_id,
-            fingerprint: replay_fingerprint(&self.name, pending.algorithm(), body),
+            fingerprint: replay_fingerprint(&self.name, pending.algorithm(), &body_sha256),
+            body_sha256,
         })
     }
 
@@ -278,19 +282,16 @@ impl LagoVerifier {
         expected: &[u8; HMAC_LEN],
         body: &[u8],
     ) -> Result<String, Rejection> {
-        // Every key is computed and compared, so timing does not reveal
-        // which key (if any) matched.
-        let mut matched: Option<&HmacKey> = None;
-        for key in &self.hmac_keys {
-            let Some(computed) = hmac_sha256(&key.secret.0, body) else {
-                continue;
-            };
-            let equal: Choice = computed.ct_eq(expected);
-            if bool::from(equal) && matched.is_none() {
-                matched = Some(key);
-            }
-        }
-        matched
+        // Each comparison is constant-time. The search stops at the first
+        // key that matches: which key matched is no secret (the upstream is
+        // told in `x-avb-webhook-key`), and during a rotation most deliveries
+        // then cost one pass over the body instead of one per key.
+        self.hmac_keys
+            .iter()
+            .find(|key| {
+                hmac_sha256(&key.secret.0, body)
+                    .is_some_and(|computed| bool::from(computed.ct_eq(expected)))
+            })
             .map(|key| key.id.clone())
             .ok_or(Rejection::InvalidSignature)
     }
@@ -323,8 +324,11 @@ pub fn sign_hmac(secret: &[u8], body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-fn replay_fingerprint(webhook: &str, algorithm: SignatureAlgorithm, body: &[u8]) -> [u8; 32] {
-    let body_sha256 = Sha256::digest(body);
+fn replay_fingerprint(
+    webhook: &str,
+    algorithm: SignatureAlgorithm,
+    body_sha256: &[u8; 32],
+) -> [u8; 32] {
     let mut fingerprint = Sha256::new();
     fingerprint.update(b"avb-edge webhook replay v1\0");
     fingerprint.update((webhook.len() as u64).to_be_bytes());
