@@ -6,3 +6,4 @@ pub mod echo;
 pub mod host;
 pub mod http;
 pub mod procs;
+pub mod tokens;

@@ -4,17 +4,13 @@
 //!
 //! Run: `cargo test -p avb-tests --test companion_cache_api`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use avb_edge::policy::identity::{sign_hs, HmacAlgorithm};
 use avb_tests::http::{RawRequest, Response};
 use avb_tests::procs::companion::{CompanionConfig, CompanionServer};
 use avb_tests::procs::redis::RedisServer;
 use avb_tests::procs::{free_port, workspace_root};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use avb_tests::tokens::dev_token;
 use redis::AsyncCommands;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn sqlite_config(dir: &tempfile::TempDir) -> CompanionConfig {
     CompanionConfig::new(&format!(
@@ -165,26 +161,7 @@ fn dev_env_pairs() -> Vec<(String, String)> {
 }
 
 fn token(subject: &str, roles: &[&str], tenant: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "iss": "https://id.agentvoicebox.example", "aud": "avb-api", "sub": subject,
-        "iat": now, "exp": now + 600, "tenant_id": tenant,
-        "realm_access": {"roles": roles},
-    });
-    let key_b64 = dev_env_pairs()
-        .into_iter()
-        .find_map(|(k, v)| (k == "AVB_JWT_HS_KEY").then_some(v))
-        .unwrap();
-    let key = URL_SAFE_NO_PAD.decode(key_b64).unwrap();
-    sign_hs(
-        HmacAlgorithm::Hs256,
-        &key,
-        Some("dev-hs-1"),
-        &claims.to_string(),
-    )
+    dev_token(subject, roles, tenant, 600).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

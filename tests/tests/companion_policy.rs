@@ -4,14 +4,10 @@
 //!
 //! Run: `cargo test -p avb-tests --test companion_policy`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use avb_edge::policy::identity::{sign_hs, HmacAlgorithm};
 use avb_tests::http::RawRequest;
 use avb_tests::procs::companion::{CompanionConfig, CompanionServer};
 use avb_tests::procs::workspace_root;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use avb_tests::tokens::dev_token;
 use serde_json::{json, Value};
 
 /// The local-only secrets of the shipped policy (envoy/dev.env).
@@ -24,34 +20,8 @@ fn dev_env_pairs() -> Vec<(String, String)> {
         .collect()
 }
 
-fn dev_env(name: &str) -> String {
-    dev_env_pairs()
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
-        .unwrap_or_else(|| panic!("{name} is not in envoy/dev.env"))
-}
-
 fn token(subject: &str, roles: &[&str], tenant: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "iss": "https://id.agentvoicebox.example",
-        "aud": "avb-api",
-        "sub": subject,
-        "iat": now,
-        "exp": now + 600,
-        "tenant_id": tenant,
-        "realm_access": {"roles": roles},
-    });
-    let key = URL_SAFE_NO_PAD.decode(dev_env("AVB_JWT_HS_KEY")).unwrap();
-    sign_hs(
-        HmacAlgorithm::Hs256,
-        &key,
-        Some("dev-hs-1"),
-        &claims.to_string(),
-    )
+    dev_token(subject, roles, tenant, 600).unwrap()
 }
 
 fn start_with_shipped_policy() -> (CompanionServer, tempfile::TempDir) {

@@ -20,22 +20,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use avb_tests::echo::EchoServer;
 use avb_tests::http::{RawRequest, Response};
 use avb_tests::procs::companion::{run_companion, CompanionConfig, CompanionServer};
 use avb_tests::procs::envoy::{dev_env, shipped_policy_json, Envoy, EnvoyConfig, EnvoyOptions};
 use avb_tests::procs::{temp_dir, wasm_path, workspace_root};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use hmac::{Hmac, Mac};
+use avb_tests::tokens::dev_token;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
-const ISSUER: &str = "https://id.agentvoicebox.example";
-const AUDIENCE: &str = "avb-api";
-const DEV_KID: &str = "dev-hs-1";
 const TRACE_HEADER: &str = "x-test-trace";
 /// Small, so a test waits for batches in tenths of a second, not halves.
 const FLUSH_INTERVAL_MS: u64 = 50;
@@ -56,36 +50,10 @@ fn dev_value(name: &str) -> String {
         .clone()
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// An HS256 token for the dev key, minted here with hmac + base64 so the
 /// test does not lean on the engine it exercises.
 fn token(subject: &str, roles: &[&str], tenant: &str) -> String {
-    let key = URL_SAFE_NO_PAD
-        .decode(dev_value("AVB_JWT_HS_KEY"))
-        .expect("AVB_JWT_HS_KEY is base64url");
-    let issued = now();
-    let header = json!({"alg": "HS256", "typ": "JWT", "kid": DEV_KID});
-    let claims = json!({
-        "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "tenant_id": tenant,
-        "iat": issued, "exp": issued + 900, "realm_access": {"roles": roles},
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(signing_input.as_bytes());
-    format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    dev_token(subject, roles, tenant, 900).expect("dev token")
 }
 
 fn trace_id() -> String {

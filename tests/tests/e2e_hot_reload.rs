@@ -17,22 +17,20 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use avb_edge::policy::Policy;
 use avb_tests::echo::{EchoServer, Received};
 use avb_tests::http::{RawRequest, Response};
 use avb_tests::procs::envoy::{dev_env, shipped_policy_json, Envoy, EnvoyConfig};
 use avb_tests::procs::{temp_dir, wasm_path};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use avb_tests::tokens::dev_token;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-const ISSUER: &str = "https://id.agentvoicebox.example";
-const AUDIENCE: &str = "avb-api";
-const DEV_KID: &str = "dev-hs-1";
 const TRACE_HEADER: &str = "x-test-trace";
 const WEBHOOK_PATH: &str = "/api/v1/billing/webhooks/lago";
 const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -51,35 +49,9 @@ fn dev_value(name: &str) -> String {
         .clone()
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// An HS256 token for the dev key, minted here with hmac + base64.
 fn token(subject: &str, roles: &[&str]) -> String {
-    let key = URL_SAFE_NO_PAD
-        .decode(dev_value("AVB_JWT_HS_KEY"))
-        .expect("AVB_JWT_HS_KEY is base64url");
-    let issued = now();
-    let header = json!({"alg": "HS256", "typ": "JWT", "kid": DEV_KID});
-    let claims = json!({
-        "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "tenant_id": "tenant-a",
-        "iat": issued, "exp": issued + 900, "realm_access": {"roles": roles},
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(signing_input.as_bytes());
-    format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    dev_token(subject, roles, "tenant-a", 900).expect("dev token")
 }
 
 fn trace_id() -> String {

@@ -35,11 +35,8 @@ use avb_tests::procs::companion::{run_companion, CompanionConfig, CompanionServe
 use avb_tests::procs::envoy::{dev_env, shipped_policy_json, Envoy, EnvoyConfig, EnvoyOptions};
 use avb_tests::procs::redis::RedisServer;
 use avb_tests::procs::{free_port, temp_dir, wasm_path, workspace_root};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use hmac::{Hmac, Mac};
+use avb_tests::tokens::dev_token;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const DEFAULT_SECONDS: u64 = 45;
 const CLIENTS: usize = 4;
@@ -50,10 +47,6 @@ const RSS_TOLERANCE: f64 = 0.20;
 const COMPANION_DOWN: Duration = Duration::from_millis(1500);
 const REDIS_DOWN: Duration = Duration::from_millis(1000);
 const FLUSH_INTERVAL_MS: u64 = 100;
-
-const ISSUER: &str = "https://id.agentvoicebox.example";
-const AUDIENCE: &str = "avb-api";
-const DEV_KID: &str = "dev-hs-1";
 
 const SENT: &str = "wasmcustom.avb.audit.sent";
 const FAILED: &str = "wasmcustom.avb.audit.failed";
@@ -216,26 +209,7 @@ fn now() -> u64 {
 /// An HS256 token for the dev key, minted with hmac + base64, valid for
 /// `lifetime` seconds.
 fn token(subject: &str, roles: &[&str], tenant: &str, lifetime: u64) -> String {
-    let key = URL_SAFE_NO_PAD
-        .decode(dev_value("AVB_JWT_HS_KEY"))
-        .expect("AVB_JWT_HS_KEY is base64url");
-    let issued = now();
-    let header = json!({"alg": "HS256", "typ": "JWT", "kid": DEV_KID});
-    let claims = json!({
-        "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "tenant_id": tenant,
-        "iat": issued, "exp": issued + lifetime, "realm_access": {"roles": roles},
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(signing_input.as_bytes());
-    format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    dev_token(subject, roles, tenant, lifetime).expect("dev token")
 }
 
 /// The `Authorization` value of each caller (none for anonymous).
