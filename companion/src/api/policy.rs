@@ -12,21 +12,9 @@ use super::guard::{Authorization, Authorizer, Caller};
 /// Why the policy file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {
-    #[error("cannot read the policy file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("the policy file {path} is not valid YAML: {source}")]
-    Yaml {
-        path: String,
-        source: serde_yaml::Error,
-    },
-    #[error("the policy file {path} cannot be converted to JSON: {source}")]
-    Json {
-        path: String,
-        source: serde_json::Error,
-    },
+    /// Unreadable or unparsable (`file:line:column: message`).
+    #[error("{0}")]
+    Source(#[from] avb_edge::cli::SourceError),
     #[error("the policy file {path} is invalid: {source}")]
     Invalid {
         path: String,
@@ -34,40 +22,19 @@ pub enum PolicyLoadError {
     },
 }
 
-/// Loads a policy file: JSON when its name ends in `.json`, YAML otherwise
-/// (YAML is converted to JSON first: the engine reads JSON only). `*_env`
-/// secrets are resolved from this process's environment.
+/// Reads a policy file (YAML, or JSON) with the same parser as `avb-policy`,
+/// and compiles it with secrets from the process environment.
 pub fn load_policy(path: &Path) -> Result<Policy, PolicyLoadError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| PolicyLoadError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let is_json = path
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
-    let json = if is_json {
-        bytes
-    } else {
-        let value: serde_json::Value =
-            serde_yaml::from_slice(&bytes).map_err(|source| PolicyLoadError::Yaml {
-                path: shown.clone(),
-                source,
-            })?;
-        serde_json::to_vec(&value).map_err(|source| PolicyLoadError::Json {
-            path: shown.clone(),
-            source,
-        })?
-    };
-    Policy::from_json(&json, &|name| std::env::var(name).ok()).map_err(|source| {
-        PolicyLoadError::Invalid {
-            path: shown,
-            source: Box::new(source),
-        }
+    let document = avb_edge::cli::load_policy(path)?;
+    Policy::from_json(document.filter_json.as_bytes(), &|name| {
+        std::env::var(name).ok()
+    })
+    .map_err(|source| PolicyLoadError::Invalid {
+        path: path.display().to_string(),
+        source: Box::new(source),
     })
 }
 
-/// Enforces a compiled policy.
 pub struct PolicyAuthorizer {
     policy: Policy,
 }
