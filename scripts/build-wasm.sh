@@ -28,7 +28,8 @@ say() { printf 'build-wasm: %s\n' "$*" >&2; }
 if [ "$mode" = clippy ]; then
     sub=(clippy); lint=(-- -D warnings)
 else
-    sub=(build); lint=()
+    # The crate may be an rlib natively; the proxy-wasm module is a cdylib.
+    sub=(rustc --crate-type cdylib); lint=()
 fi
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then

@@ -3,31 +3,16 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use avb_companion::audit::open_store;
 use avb_companion::audit::store::{LogFilter, LogQuery, Order};
 use avb_tests::procs::redis::{all_keys, db_size, info_field, load_keys, RedisServer};
-use avb_tests::procs::{temp_dir, workspace_root};
+use avb_tests::procs::temp_dir;
 use serde_json::Value;
 
-/// Builds the companion once (a no-op after `make build`) and returns its path.
+/// The built `avb-companion` binary (built once per test run if needed).
 fn companion_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "avb-companion", "--bin", "avb-companion"])
-                .current_dir(workspace_root())
-                .status()
-                .expect("running cargo build");
-            assert!(status.success(), "cargo build -p avb-companion failed");
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target"));
-            target_dir.join("debug").join("avb-companion")
-        })
-        .clone()
+    avb_tests::procs::companion::companion_binary().expect("avb-companion builds")
 }
 
 fn invalidate_command(args: &[&str]) -> Command {
