@@ -194,47 +194,7 @@ fn check_len(field: &'static str, value: Option<&str>) -> Result<(), EventError>
     }
 }
 
-/// The canonical JSON encoding: no whitespace, object keys sorted by their
-/// UTF-8 bytes at every depth, strings and numbers as serde_json writes them.
-///
-/// Sorting is done here rather than relying on `serde_json::Map` ordering,
-/// because a feature flag elsewhere in the build (`preserve_order`) would
-/// silently change that ordering and with it every hash.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
+pub use avb_edge::strict_json::canonical_json;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::audit_settings::{AuditLevel, AuditSettings};
@@ -17,7 +16,7 @@ use super::matcher::{RouteTable, Template};
 use super::path::check_method;
 use super::roles::{is_valid_role_name, RoleGraph};
 use super::{IdentitySettings, IdentitySource, Mode, Policy, Requirement, Rule, Unmatched};
-use crate::strict_json::parse_strict;
+use crate::strict_json::{canonical_json, parse_strict};
 
 /// Largest `clock_skew_seconds`: more would make `exp` meaningless.
 pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
@@ -388,43 +387,10 @@ fn compile_rule(
 /// (object keys sorted at every level, no whitespace, defaults filled in).
 fn revision_of(raw: &RawPolicy) -> Result<String, ConfigError> {
     let value = serde_json::to_value(raw).map_err(ConfigError::Schema)?;
-    let mut canonical = String::new();
-    write_canonical(&value, &mut canonical);
-    let digest = Sha256::digest(canonical.as_bytes());
+    let digest = Sha256::digest(canonical_json(&value).as_bytes());
     let mut revision = String::with_capacity(16);
     for byte in &digest[..8] {
         let _ = write!(revision, "{byte:02x}");
     }
     Ok(revision)
-}
-
-/// Serialise with sorted keys whatever map type serde_json was built with.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (index, (key, item)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
